@@ -1,0 +1,54 @@
+/* The backend: one opened plugin, its capabilities, and the dispatch
+ * of parsed virtio-blk requests to its async or sync calls. */
+
+#ifndef BLKGATE_BACKEND_H
+#define BLKGATE_BACKEND_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <glib.h>
+
+#include "blk.h"
+#include "plugins.h"
+#include "request.h"
+
+struct backend {
+  struct plugin *pl;
+  void *handle;
+  bool async;
+  bool fua_native;
+  struct blk_dev dev;           /* capabilities as virtio-blk sees them */
+  unsigned max_queues;          /* 0 = any */
+  GThreadPool *pool;            /* sync plugins */
+};
+
+/* Per-queue side of the backend, owned by the queue thread. */
+struct backend_queue {
+  struct backend *be;
+  void *qctx;                   /* async plugins */
+  int done_fd;                  /* eventfd: sync jobs finished */
+  pthread_mutex_t lock;
+  struct sync_job *done;        /* finished sync jobs (LIFO) */
+  bool need_submit;
+};
+
+/* Opens the plugin and reads its capabilities.  -1 after an error. */
+int backend_open (struct backend *be, struct plugin *pl, bool readonly,
+                  const char *serial);
+void backend_close (struct backend *be);
+
+int backend_queue_open (struct backend_queue *bq, struct backend *be,
+                        unsigned index);
+void backend_queue_close (struct backend_queue *bq);
+
+/* Plugin fd to wait on (-1 for none) and its events. */
+int backend_queue_fd (struct backend_queue *bq, short *events);
+/* The plugin fd fired / sync jobs finished / end of a batch. */
+void backend_queue_poll (struct backend_queue *bq);
+void backend_queue_reap (struct backend_queue *bq);
+void backend_queue_submit (struct backend_queue *bq);
+
+/* Starts the plugin calls of a parsed request (op != NONE). */
+void backend_start (struct backend_queue *bq, struct request *r);
+
+#endif /* BACKEND_H */

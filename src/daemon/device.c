@@ -1,0 +1,562 @@
+/* vhost-user message handlers: one function per request, each changing
+ * the device or queue state and saying whether it succeeded.  The
+ * dispatcher sends the reply: a handler's own payload for the GET_*
+ * requests, or a REPLY_ACK status when the front-end asked for one.
+ *
+ * Runs on the main thread.  Queue state that a running queue thread
+ * owns is changed only through queue.c's commands. */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "log.h"
+#include "vu-msg.h"
+
+/* What a handler did. */
+enum { H_FAIL = -1, H_OK = 0, H_REPLIED = 1 };
+
+uint64_t
+device_features (const struct backend *be)
+{
+  return blk_features (&be->dev) | VU_BIT (VU_F_VERSION_1) |
+    VU_BIT (VU_F_INDIRECT_DESC) | VU_BIT (VU_F_EVENT_IDX) |
+    VU_BIT (VU_F_LOG_ALL) | VU_BIT (VU_F_PROTOCOL_FEATURES);
+}
+
+/* LOG_SHMFD is not offered until dirty logging exists: without it
+ * QEMU blocks migration cleanly instead of migrating a stale disk. */
+uint64_t
+device_protocol_features (void)
+{
+  return VU_BIT (VU_PF_MQ) | VU_BIT (VU_PF_REPLY_ACK) |
+    VU_BIT (VU_PF_CONFIG) | VU_BIT (VU_PF_RESET_DEVICE) |
+    VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS);
+}
+
+struct device *
+device_new (struct backend *be, int sock, unsigned nqueues)
+{
+  struct device *dev = calloc (1, sizeof *dev);
+
+  if (dev == NULL)
+    return NULL;
+  dev->be = be;
+  dev->sock = sock;
+  dev->nqueues = nqueues;
+  dev->blk = be->dev;
+  dev->blk.num_queues = nqueues;
+  dev->queues = calloc (nqueues, sizeof *dev->queues);
+  dev->mem = memtable_new ();
+  if (dev->queues == NULL || dev->mem == NULL) {
+    device_free (dev);
+    return NULL;
+  }
+  return dev;
+}
+
+static void
+stop_all (struct device *dev)
+{
+  unsigned i;
+
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i])
+      queue_stop (dev->queues[i]);
+}
+
+void
+device_free (struct device *dev)
+{
+  unsigned i;
+
+  if (dev == NULL)
+    return;
+  stop_all (dev);
+  for (i = 0; dev->queues && i < dev->nqueues; i++)
+    if (dev->queues[i]) {
+      queue_reset (dev->queues[i]);
+      free (dev->queues[i]);
+    }
+  free (dev->queues);
+  memtable_free (dev->mem);
+  free (dev);
+}
+
+/* The queue a message names, allocated on first use; NULL if the index
+ * is beyond what we offered. */
+static struct queue *
+get_queue (struct device *dev, uint32_t index)
+{
+  struct queue *q;
+
+  if (index >= dev->nqueues) {
+    blkgate_error ("queue index %u out of range (%u queues)", index,
+                   dev->nqueues);
+    return NULL;
+  }
+  if (dev->queues[index] == NULL) {
+    q = malloc (sizeof *q);
+    if (q == NULL)
+      return NULL;
+    queue_init (q, index, dev->be);
+    q->event_idx = dev->features & VU_BIT (VU_F_EVENT_IDX);
+    q->indirect = dev->features & VU_BIT (VU_F_INDIRECT_DESC);
+    q->enabled = !(dev->features & VU_BIT (VU_F_PROTOCOL_FEATURES));
+    dev->queues[index] = q;
+  }
+  return dev->queues[index];
+}
+
+/* A stopped queue whose setup a message changes. */
+static struct queue *
+get_stopped_queue (struct device *dev, uint32_t index, const char *what)
+{
+  struct queue *q = get_queue (dev, index);
+
+  if (q && q->running) {
+    blkgate_error ("%s on queue %u while it runs", what, index);
+    return NULL;
+  }
+  return q;
+}
+
+static int
+reply_u64 (struct device *dev, struct vu_msg *msg, uint64_t v)
+{
+  return vu_msg_reply (dev->sock, msg, &v, sizeof v, -1) == 0
+    ? H_REPLIED : H_FAIL;
+}
+
+static int
+h_get_features (struct device *dev, struct vu_msg *msg)
+{
+  return reply_u64 (dev, msg, device_features (dev->be));
+}
+
+static int
+h_set_features (struct device *dev, struct vu_msg *msg)
+{
+  uint64_t f = msg->payload.u64;
+  unsigned i;
+
+  if (f & ~device_features (dev->be)) {
+    blkgate_error ("front-end acked features we did not offer: 0x%llx",
+                   (unsigned long long) (f & ~device_features (dev->be)));
+    return H_FAIL;
+  }
+  if (f & VU_BIT (VU_F_LOG_ALL)) {
+    blkgate_error ("dirty logging (VHOST_F_LOG_ALL) is not supported yet");
+    return H_FAIL;
+  }
+  dev->features = f;
+  dev->features_set = true;
+  for (i = 0; i < dev->nqueues; i++) {
+    struct queue *q = dev->queues[i];
+    if (q && !q->running) {
+      q->event_idx = f & VU_BIT (VU_F_EVENT_IDX);
+      q->indirect = f & VU_BIT (VU_F_INDIRECT_DESC);
+      if (!(f & VU_BIT (VU_F_PROTOCOL_FEATURES)))
+        q->enabled = true;
+    }
+  }
+  return H_OK;
+}
+
+static int
+h_get_protocol_features (struct device *dev, struct vu_msg *msg)
+{
+  return reply_u64 (dev, msg, device_protocol_features ());
+}
+
+static int
+h_set_protocol_features (struct device *dev, struct vu_msg *msg)
+{
+  if (msg->payload.u64 & ~device_protocol_features ()) {
+    blkgate_error ("front-end acked protocol features we did not offer");
+    return H_FAIL;
+  }
+  dev->protocol_features = msg->payload.u64;
+  return H_OK;
+}
+
+static int
+h_get_queue_num (struct device *dev, struct vu_msg *msg)
+{
+  return reply_u64 (dev, msg, dev->nqueues);
+}
+
+static int
+h_get_max_mem_slots (struct device *dev, struct vu_msg *msg)
+{
+  return reply_u64 (dev, msg, VU_MAX_MEM_SLOTS);
+}
+
+static int
+h_nop (struct device *dev, struct vu_msg *msg)
+{
+  return H_OK;
+}
+
+/* Swaps the memory table under every running queue: pause (drain),
+ * re-translate the rings, resume; then the old mappings can go. */
+static int
+swap_memtable (struct device *dev, struct memtable *t)
+{
+  const char *err = NULL;
+  int ret = H_OK;
+  unsigned i;
+
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i])
+      queue_pause (dev->queues[i]);
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i] && queue_resume (dev->queues[i], t, &err) == -1) {
+      blkgate_error ("queue %u: %s after a memory table change", i, err);
+      ret = H_FAIL;
+    }
+  dev->mem = t;
+  return ret;
+}
+
+static int
+h_set_mem_table (struct device *dev, struct vu_msg *msg)
+{
+  struct memtable *t = memtable_new (), *old = dev->mem;
+  const char *err;
+  unsigned i;
+  int ret;
+
+  if (t == NULL)
+    return H_FAIL;
+  for (i = 0; i < msg->payload.memory.nregions; i++)
+    if (memtable_map (t, &msg->payload.memory.regions[i], msg->fds[i],
+                      &err) == -1) {
+      blkgate_error ("SET_MEM_TABLE region %u: %s", i, err);
+      memtable_free (t);
+      return H_FAIL;
+    }
+  ret = swap_memtable (dev, t);
+  memtable_free (old);
+  return ret;
+}
+
+static int
+h_add_mem_reg (struct device *dev, struct vu_msg *msg)
+{
+  struct memtable *t = memtable_dup (dev->mem), *old = dev->mem;
+  const char *err;
+  int ret;
+
+  if (t == NULL)
+    return H_FAIL;
+  if (memtable_map (t, &msg->payload.mem_reg.region, msg->fds[0], &err)) {
+    blkgate_error ("ADD_MEM_REG: %s", err);
+    memtable_free_shell (t);
+    return H_FAIL;
+  }
+  ret = swap_memtable (dev, t);
+  memtable_free_shell (old);
+  return ret;
+}
+
+static int
+h_rem_mem_reg (struct device *dev, struct vu_msg *msg)
+{
+  struct memtable *t = memtable_dup (dev->mem), *old = dev->mem;
+  struct mem_region gone;
+  int ret;
+
+  if (t == NULL)
+    return H_FAIL;
+  if (memtable_remove (t, &msg->payload.mem_reg.region, &gone) == -1) {
+    blkgate_error ("REM_MEM_REG: no such region");
+    memtable_free_shell (t);
+    return H_FAIL;
+  }
+  ret = swap_memtable (dev, t);
+  memtable_free_shell (old);
+  mem_region_unmap (&gone);
+  return ret;
+}
+
+static int
+h_set_vring_num (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_vring_state *s = &msg->payload.state;
+  struct queue *q = get_stopped_queue (dev, s->index, "SET_VRING_NUM");
+
+  if (q == NULL)
+    return H_FAIL;
+  if (s->num == 0 || s->num > VU_MAX_QUEUE_SIZE || (s->num & (s->num - 1))) {
+    blkgate_error ("queue %u: invalid ring size %u", s->index, s->num);
+    return H_FAIL;
+  }
+  q->num = s->num;
+  return H_OK;
+}
+
+static int
+h_set_vring_addr (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_vring_addr *a = &msg->payload.addr;
+  struct queue *q = get_queue (dev, a->index);
+
+  if (q == NULL)
+    return H_FAIL;
+  if (q->running) {
+    /* Only the log flag may change while running (migration). */
+    if (a->desc_user_addr != q->desc_uva || a->avail_user_addr != q->avail_uva
+        || a->used_user_addr != q->used_uva) {
+      blkgate_error ("queue %u: ring moved while running", a->index);
+      return H_FAIL;
+    }
+    return H_OK;
+  }
+  q->desc_uva = a->desc_user_addr;
+  q->avail_uva = a->avail_user_addr;
+  q->used_uva = a->used_user_addr;
+  q->addr_set = true;
+  return H_OK;
+}
+
+static int
+h_set_vring_base (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_vring_state *s = &msg->payload.state;
+  struct queue *q = get_stopped_queue (dev, s->index, "SET_VRING_BASE");
+
+  if (q == NULL)
+    return H_FAIL;
+  if (s->num > 0xffff) {
+    blkgate_error ("queue %u: vring base 0x%x out of range", s->index, s->num);
+    return H_FAIL;
+  }
+  q->base = s->num;
+  return H_OK;
+}
+
+static int
+h_get_vring_base (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_vring_state s = { .index = msg->payload.state.index };
+  struct queue *q = get_queue (dev, s.index);
+
+  if (q == NULL)
+    return H_FAIL;
+  s.num = queue_stop (q);
+  return vu_msg_reply (dev->sock, msg, &s, sizeof s, -1) == 0
+    ? H_REPLIED : H_FAIL;
+}
+
+/* Takes the fd of a SET_VRING_KICK/CALL/ERR message (-1 for "no fd"). */
+static int
+take_vring_fd (struct vu_msg *msg)
+{
+  int fd = -1;
+
+  if (!(msg->payload.u64 & VU_VRING_NOFD_MASK)) {
+    fd = msg->fds[0];
+    msg->fds[0] = -1;
+  }
+  return fd;
+}
+
+static int
+h_set_vring_kick (struct device *dev, struct vu_msg *msg)
+{
+  struct queue *q = get_queue (dev, msg->payload.u64 & VU_VRING_IDX_MASK);
+  const char *err;
+  int fd;
+
+  if (q == NULL)
+    return H_FAIL;
+  if (msg->payload.u64 & VU_VRING_NOFD_MASK) {
+    blkgate_error ("queue %u: polling without a kick fd is not supported",
+                   q->index);
+    return H_FAIL;
+  }
+  fd = take_vring_fd (msg);
+  if (q->running) {
+    queue_set_kick_fd (q, fd);
+    return H_OK;
+  }
+  q->kick_fd = fd;
+  if (queue_start (q, dev->mem, &dev->blk, &err) == -1) {
+    blkgate_error ("queue %u: %s", q->index, err);
+    return H_FAIL;
+  }
+  return H_OK;
+}
+
+static int
+h_set_vring_call (struct device *dev, struct vu_msg *msg)
+{
+  struct queue *q = get_queue (dev, msg->payload.u64 & VU_VRING_IDX_MASK);
+
+  if (q == NULL)
+    return H_FAIL;
+  queue_set_call_fd (q, take_vring_fd (msg));
+  return H_OK;
+}
+
+static int
+h_set_vring_err (struct device *dev, struct vu_msg *msg)
+{
+  struct queue *q = get_queue (dev, msg->payload.u64 & VU_VRING_IDX_MASK);
+
+  if (q == NULL)
+    return H_FAIL;
+  queue_set_err_fd (q, take_vring_fd (msg));
+  return H_OK;
+}
+
+static int
+h_set_vring_enable (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_vring_state *s = &msg->payload.state;
+  struct queue *q = get_queue (dev, s->index);
+
+  if (q == NULL || s->num > 1)
+    return H_FAIL;
+  queue_set_enabled (q, s->num == 1);
+  return H_OK;
+}
+
+static int
+h_get_config (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_config *c = &msg->payload.config;
+  uint8_t space[VU_MAX_CONFIG_SIZE] = { 0 };
+  struct vu_config reply;
+
+  if (c->offset > sizeof space || c->size > sizeof space - c->offset) {
+    blkgate_error ("GET_CONFIG outside the config space");
+    return H_FAIL;
+  }
+  blk_config (&dev->blk, (struct virtio_blk_config *) space);
+  reply.offset = c->offset;
+  reply.size = c->size;
+  reply.flags = 0;
+  memcpy (reply.data, space + c->offset, c->size);
+  return vu_msg_reply (dev->sock, msg, &reply, VU_CONFIG_HDR_SIZE + c->size,
+                       -1) == 0 ? H_REPLIED : H_FAIL;
+}
+
+/* Only the writeback-cache byte is writable by the guest. */
+static int
+h_set_config (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_config *c = &msg->payload.config;
+  unsigned i;
+
+  if (c->offset != offsetof (struct virtio_blk_config, wce) || c->size != 1) {
+    if (c->flags == 1)          /* live-migration restore: ours anyway */
+      return H_OK;
+    blkgate_error ("SET_CONFIG of a read-only field (offset %u)", c->offset);
+    return H_FAIL;
+  }
+  if (!dev->blk.can_flush)
+    return H_FAIL;
+  dev->blk.wce = c->data[0] != 0;
+  blkgate_info ("guest turned the write cache %s", dev->blk.wce ? "on" : "off");
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i])
+      queue_set_wce (dev->queues[i], dev->blk.wce);
+  return H_OK;
+}
+
+static int
+h_reset_device (struct device *dev, struct vu_msg *msg)
+{
+  unsigned i;
+
+  stop_all (dev);
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i])
+      queue_reset (dev->queues[i]);
+  dev->features = 0;
+  dev->features_set = false;
+  dev->blk.wce = dev->be->dev.wce;
+  return H_OK;
+}
+
+typedef int (*handler) (struct device *, struct vu_msg *);
+
+static const handler handlers[VU_REQUEST_MAX] = {
+  [VU_GET_FEATURES] = h_get_features,
+  [VU_SET_FEATURES] = h_set_features,
+  [VU_SET_OWNER] = h_nop,
+  [VU_RESET_OWNER] = h_nop,
+  [VU_SET_MEM_TABLE] = h_set_mem_table,
+  [VU_SET_VRING_NUM] = h_set_vring_num,
+  [VU_SET_VRING_ADDR] = h_set_vring_addr,
+  [VU_SET_VRING_BASE] = h_set_vring_base,
+  [VU_GET_VRING_BASE] = h_get_vring_base,
+  [VU_SET_VRING_KICK] = h_set_vring_kick,
+  [VU_SET_VRING_CALL] = h_set_vring_call,
+  [VU_SET_VRING_ERR] = h_set_vring_err,
+  [VU_GET_PROTOCOL_FEATURES] = h_get_protocol_features,
+  [VU_SET_PROTOCOL_FEATURES] = h_set_protocol_features,
+  [VU_GET_QUEUE_NUM] = h_get_queue_num,
+  [VU_SET_VRING_ENABLE] = h_set_vring_enable,
+  [VU_GET_CONFIG] = h_get_config,
+  [VU_SET_CONFIG] = h_set_config,
+  [VU_RESET_DEVICE] = h_reset_device,
+  [VU_GET_MAX_MEM_SLOTS] = h_get_max_mem_slots,
+  [VU_ADD_MEM_REG] = h_add_mem_reg,
+  [VU_REM_MEM_REG] = h_rem_mem_reg,
+};
+
+/* Requests that always carry a reply payload of their own. */
+static bool
+has_own_reply (uint32_t req)
+{
+  switch (req) {
+  case VU_GET_FEATURES: case VU_GET_PROTOCOL_FEATURES: case VU_GET_QUEUE_NUM:
+  case VU_GET_MAX_MEM_SLOTS: case VU_GET_VRING_BASE: case VU_GET_CONFIG:
+  case VU_GET_INFLIGHT_FD: case VU_GET_STATUS:
+  case VU_GET_VRING_BASE_SKIP_DRAIN:
+    return true;
+  }
+  return false;
+}
+
+int
+device_handle (struct device *dev, struct vu_msg *msg)
+{
+  uint32_t req = msg->hdr.request;
+  bool ack = (msg->hdr.flags & VU_FLAG_NEED_REPLY) &&
+    (dev->protocol_features & VU_BIT (VU_PF_REPLY_ACK)) &&
+    !has_own_reply (req);
+  const char *err;
+  int ret;
+
+  debug ("message %s (%u), size %u, %u fds", vu_request_name (req), req,
+         msg->hdr.size, msg->nfds);
+  if (vu_msg_check (msg, &err) == -1) {
+    blkgate_error ("bad %s message (%u): %s", vu_request_name (req), req, err);
+    ret = H_FAIL;
+  }
+  else if (req >= VU_REQUEST_MAX || handlers[req] == NULL) {
+    blkgate_error ("unsupported request %s (%u)", vu_request_name (req), req);
+    ret = H_FAIL;
+  }
+  else
+    ret = handlers[req] (dev, msg);
+  vu_msg_close_fds (msg);
+
+  if (ack)
+    return reply_u64 (dev, msg, ret == H_FAIL) == H_FAIL ? -1 : 0;
+  if (ret == H_FAIL) {
+    blkgate_error ("closing the connection after a failed %s",
+                   vu_request_name (req));
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,39 @@
+/* The vhost-user device of one front-end connection: negotiated
+ * features, memory table, queues, config space. */
+
+#ifndef BLKGATE_DEVICE_H
+#define BLKGATE_DEVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "memtable.h"
+#include "queue.h"
+#include "vhost-user-proto.h"
+
+struct device {
+  struct backend *be;
+  int sock;
+  uint64_t features;            /* acked by the front-end */
+  uint64_t protocol_features;
+  bool features_set;
+  struct memtable *mem;
+  unsigned nqueues;             /* offered (GET_QUEUE_NUM) */
+  struct queue **queues;        /* allocated when first named */
+  struct blk_dev blk;           /* the backend's, with the guest's wce */
+};
+
+struct device *device_new (struct backend *be, int sock, unsigned nqueues);
+/* Stops every queue (draining it), unmaps guest memory, frees. */
+void device_free (struct device *dev);
+
+/* Handles one message, replying as the protocol asks.  Returns 0 to
+ * keep the connection, -1 to close it (after logging why). */
+int device_handle (struct device *dev, struct vu_msg *msg);
+
+/* The feature words we offer. */
+uint64_t device_features (const struct backend *be);
+uint64_t device_protocol_features (void);
+
+#endif /* BLKGATE_DEVICE_H */

@@ -1,0 +1,393 @@
+/* blkgate: serve a vhost-user-blk socket backed by a plugin.
+ *
+ *   blkgate [OPTIONS] PLUGIN [KEY=VALUE ...]
+ *
+ * Thread model: this is the main thread.  It parses the command line,
+ * loads and opens the plugin, and then runs the glib main loop, which
+ * handles the listening socket, the front-end's messages, signals and
+ * --run's child.  Queue threads are started by device.c through
+ * queue.c; sync plugin workers by backend.c. */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <glib.h>
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+
+#include "backend.h"
+#include "log.h"
+#include "plugins.h"
+#include "server.h"
+#include "utils.h"
+
+#define DEFAULT_QUEUES 64
+#define MAX_QUEUES 256
+
+static struct {
+  char *socket;
+  int fd;
+  gboolean foreground;
+  char *pidfile;
+  gboolean readonly;
+  int num_queues;
+  char *serial;
+  gboolean verbose;
+  char **debug_flags;
+  gboolean print_caps;
+  gboolean dump_plugin;
+  char *run;
+  gboolean version;
+  char *blk_file;
+  char *log;
+  char **rest;
+} opt = { .fd = -1, .num_queues = DEFAULT_QUEUES };
+
+static GMainLoop *loop;
+static int exit_status;
+static char *run_tmpdir;
+
+static const GOptionEntry entries[] = {
+  { "socket", 's', 0, G_OPTION_ARG_FILENAME, &opt.socket,
+    "Listen on this UNIX socket", "PATH" },
+  { "socket-path", 0, 0, G_OPTION_ARG_FILENAME, &opt.socket,
+    "Same as --socket", "PATH" },
+  { "fd", 0, 0, G_OPTION_ARG_INT, &opt.fd,
+    "Use this inherited listening socket", "N" },
+  { "foreground", 'f', 0, G_OPTION_ARG_NONE, &opt.foreground,
+    "Do not daemonize", NULL },
+  { "pidfile", 'P', 0, G_OPTION_ARG_FILENAME, &opt.pidfile,
+    "Write the PID here once the socket listens", "FILE" },
+  { "readonly", 'r', 0, G_OPTION_ARG_NONE, &opt.readonly,
+    "Export the disk read-only", NULL },
+  { "read-only", 0, 0, G_OPTION_ARG_NONE, &opt.readonly,
+    "Same as --readonly", NULL },
+  { "num-queues", 0, 0, G_OPTION_ARG_INT, &opt.num_queues,
+    "Most virtqueues offered (default 64)", "N" },
+  { "serial", 0, 0, G_OPTION_ARG_STRING, &opt.serial,
+    "Serial number the guest sees (GET_ID, up to 20 bytes)", "STR" },
+  { "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt.verbose,
+    "Debug messages", NULL },
+  { "debug", 'D', 0, G_OPTION_ARG_STRING_ARRAY, &opt.debug_flags,
+    "Set a plugin debug flag", "PLUGIN.FLAG=N" },
+  { "print-capabilities", 0, 0, G_OPTION_ARG_NONE, &opt.print_caps,
+    "Print the vhost-user back-end capabilities as JSON", NULL },
+  { "dump-plugin", 0, 0, G_OPTION_ARG_NONE, &opt.dump_plugin,
+    "Print information about the plugin and exit", NULL },
+  { "run", 0, 0, G_OPTION_ARG_STRING, &opt.run,
+    "Serve while CMD runs ($socket is set), exit with its status", "CMD" },
+  { "version", 'V', 0, G_OPTION_ARG_NONE, &opt.version,
+    "Print the version and exit", NULL },
+  { "blk-file", 0, 0, G_OPTION_ARG_FILENAME, &opt.blk_file,
+    "Same as: file file=PATH (vhost-user back-end convention)", "PATH" },
+  { "log", 0, 0, G_OPTION_ARG_STRING, &opt.log,
+    "Where messages go: stderr (default) or syslog", "stderr|syslog" },
+  { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
+    NULL, "PLUGIN [KEY=VALUE ...]" },
+  { NULL }
+};
+
+static int
+parse_args (int argc, char **argv)
+{
+  g_autoptr (GOptionContext) ctx =
+    g_option_context_new ("- vhost-user-blk storage gateway");
+  g_autoptr (GError) error = NULL;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_strict_posix (ctx, TRUE);
+  g_option_context_set_description (ctx,
+    "Plugins: file file=PATH, memory size=SIZE, null size=SIZE, or a path\n"
+    "to a plugin .so.  'blkgate PLUGIN --help' lists a plugin's parameters.\n"
+    "See blkgate(8).");
+  if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+    blkgate_error ("%s (try --help)", error->message);
+    return -1;
+  }
+  if (opt.num_queues < 1 || opt.num_queues > MAX_QUEUES) {
+    blkgate_error ("--num-queues must be between 1 and %d", MAX_QUEUES);
+    return -1;
+  }
+  if (opt.serial && strlen (opt.serial) > 20) {
+    blkgate_error ("--serial is longer than 20 bytes");
+    return -1;
+  }
+  if (opt.log && strcmp (opt.log, "stderr") && strcmp (opt.log, "syslog")) {
+    blkgate_error ("--log must be stderr or syslog");
+    return -1;
+  }
+  return 0;
+}
+
+/* The vhost-user back-end convention (QEMU's vhost-user.json). */
+static void
+print_capabilities (void)
+{
+  printf ("{\n  \"type\": \"block\",\n  \"features\": [\n"
+          "    \"read-only\",\n    \"blk-file\"\n  ]\n}\n");
+}
+
+/* -D PLUGIN.FLAG=N */
+static int
+apply_debug_flags (struct plugin *pl)
+{
+  for (char **d = opt.debug_flags; d && *d; d++) {
+    const char *dot = strchr (*d, '.'), *eq = strchr (*d, '=');
+    g_autofree char *name = NULL, *flag = NULL;
+    char *end;
+    long v;
+
+    if (!dot || !eq || eq < dot) {
+      blkgate_error ("-D %s: expected PLUGIN.FLAG=N", *d);
+      return -1;
+    }
+    name = g_strndup (*d, dot - *d);
+    flag = g_strndup (dot + 1, eq - dot - 1);
+    v = strtol (eq + 1, &end, 0);
+    if (*end || end == eq + 1) {
+      blkgate_error ("-D %s: the value must be a number", *d);
+      return -1;
+    }
+    if (strcmp (name, pl->p.name) != 0) {
+      blkgate_error ("-D %s: no plugin named %s is loaded", *d, name);
+      return -1;
+    }
+    if (plugin_set_debug_flag (pl, flag, (int) v) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+/* Loads and configures the plugin from the remaining arguments.
+ * Returns 1 when the caller should exit 0 (--dump-plugin, help). */
+static int
+setup_plugin (struct plugin *pl)
+{
+  char **args = opt.rest;
+  g_autofree char *blk_arg = NULL;
+  const char *name;
+
+  if (opt.blk_file) {
+    name = "file";
+    blk_arg = g_strdup_printf ("file=%s", opt.blk_file);
+  }
+  else if (args && args[0])
+    name = *args++;
+  else {
+    blkgate_error ("no plugin given (try --help)");
+    return -1;
+  }
+  if (plugin_load (pl, name) == -1 || apply_debug_flags (pl) == -1)
+    return -1;
+  if (opt.dump_plugin) {
+    plugin_dump (pl);
+    return 1;
+  }
+  for (; args && *args; args++) {
+    if (strcmp (*args, "--help") == 0 || strcmp (*args, "-h") == 0) {
+      plugin_help (pl);
+      return 1;
+    }
+    if (plugin_config_arg (pl, *args) == -1)
+      return -1;
+  }
+  if (blk_arg && plugin_config_arg (pl, blk_arg) == -1)
+    return -1;
+  return plugin_config_complete (pl);
+}
+
+static int
+write_pidfile (void)
+{
+  g_autofree char *s = g_strdup_printf ("%d\n", (int) getpid ());
+  g_autofree char *tmp = g_strdup_printf ("%s.tmp", opt.pidfile);
+
+  if (!opt.pidfile)
+    return 0;
+  if (!g_file_set_contents (tmp, s, -1, NULL) || rename (tmp, opt.pidfile)) {
+    blkgate_error ("cannot write pidfile %s: %m", opt.pidfile);
+    return -1;
+  }
+  return 0;
+}
+
+/* Forks into the background; the parent exits once the child has
+ * written its pidfile, so "blkgate ... && use the socket" works. */
+static int
+daemonize (void)
+{
+  int pfd[2];
+  pid_t pid;
+  char c;
+
+  if (pipe (pfd) == -1 || (pid = fork ()) == -1) {
+    blkgate_error ("cannot daemonize: %m");
+    return -1;
+  }
+  if (pid > 0) {
+    close (pfd[1]);
+    _exit (read (pfd[0], &c, 1) == 1 && c == 'y' ? 0 : 1);
+  }
+  close (pfd[0]);
+  setsid ();
+  if (write_pidfile () == -1)
+    _exit (1);
+  int null = open ("/dev/null", O_RDWR);
+  dup2 (null, 0);
+  dup2 (null, 1);
+  if (null > 2)
+    close (null);
+  if (chdir ("/") == -1)
+    blkgate_error ("chdir /: %m");
+  c = 'y';
+  if (write (pfd[1], &c, 1) != 1)
+    blkgate_error ("cannot tell the parent we are ready: %m");
+  close (pfd[1]);
+  return 0;
+}
+
+static gboolean
+on_signal (gpointer data)
+{
+  blkgate_info ("%s received, shutting down", (const char *) data);
+  g_main_loop_quit (loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+on_child_exit (GPid pid, gint status, gpointer data)
+{
+  exit_status = WIFEXITED (status) ? WEXITSTATUS (status)
+    : 128 + WTERMSIG (status);
+  g_spawn_close_pid (pid);
+  g_main_loop_quit (loop);
+}
+
+static int
+start_run (const char *socket)
+{
+  g_auto (GStrv) env = g_environ_setenv (g_get_environ (), "socket",
+                                         socket, TRUE);
+  char *argv[] = { "/bin/sh", "-c", opt.run, NULL };
+  g_autoptr (GError) error = NULL;
+  GPid pid;
+
+  if (!g_spawn_async (NULL, argv, env, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                      &pid, &error)) {
+    blkgate_error ("--run: %s", error->message);
+    return -1;
+  }
+  g_child_watch_add (pid, on_child_exit, NULL);
+  return 0;
+}
+
+/* The socket: inherited (--fd), a path (-s), or for --run alone a
+ * private one in a temporary directory. */
+static int
+open_socket (void)
+{
+  if (opt.fd >= 0) {
+    int type;
+    socklen_t len = sizeof type;
+    if (getsockopt (opt.fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 ||
+        type != SOCK_STREAM) {
+      blkgate_error ("--fd %d is not a stream socket", opt.fd);
+      return -1;
+    }
+    return opt.fd;
+  }
+  if (opt.socket == NULL && opt.run) {
+    run_tmpdir = g_dir_make_tmp ("blkgate-XXXXXX", NULL);
+    if (run_tmpdir)
+      opt.socket = g_build_filename (run_tmpdir, "sock", NULL);
+  }
+  if (opt.socket == NULL) {
+    blkgate_error ("no socket given: use -s PATH or --fd N");
+    return -1;
+  }
+  return server_listen_path (opt.socket);
+}
+
+static void
+cleanup_files (void)
+{
+  if (opt.socket && opt.fd < 0)
+    unlink (opt.socket);
+  if (opt.pidfile && !opt.foreground)
+    unlink (opt.pidfile);
+  if (run_tmpdir)
+    g_rmdir (run_tmpdir);
+}
+
+static int
+serve (struct backend *be)
+{
+  int fd = open_socket ();
+
+  if (fd == -1)
+    return 1;
+  if (!opt.foreground && !opt.run) {
+    if (daemonize () == -1)
+      return 1;
+  }
+  else if (write_pidfile () == -1)
+    return 1;
+  if (opt.log && strcmp (opt.log, "syslog") == 0)
+    log_to_syslog (true);
+  loop = g_main_loop_new (NULL, FALSE);
+  g_unix_signal_add (SIGTERM, on_signal, "SIGTERM");
+  g_unix_signal_add (SIGINT, on_signal, "SIGINT");
+  server_start (fd, be, opt.num_queues);
+  if (opt.run && start_run (opt.socket) == -1)
+    exit_status = 1;
+  else
+    g_main_loop_run (loop);
+  server_stop ();
+  if (opt.pidfile)
+    unlink (opt.pidfile);
+  cleanup_files ();
+  return exit_status;
+}
+
+int
+main (int argc, char **argv)
+{
+  struct plugin pl;
+  struct backend be;
+  int r;
+
+  signal (SIGPIPE, SIG_IGN);
+  if (parse_args (argc, argv) == -1)
+    return 1;
+  verbose = opt.verbose;
+  if (opt.version) {
+    printf ("blkgate %s\n", PACKAGE_VERSION);
+    return 0;
+  }
+  if (opt.print_caps) {
+    print_capabilities ();
+    return 0;
+  }
+  r = setup_plugin (&pl);
+  if (r != 0) {
+    plugin_unload (&pl);
+    return r == 1 ? 0 : 1;
+  }
+  if (backend_open (&be, &pl, opt.readonly, opt.serial) == -1) {
+    blkgate_error ("cannot open the %s plugin", pl.p.name);
+    plugin_unload (&pl);
+    return 1;
+  }
+  r = serve (&be);
+  backend_close (&be);
+  plugin_unload (&pl);
+  return r;
+}

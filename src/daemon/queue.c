@@ -1,0 +1,535 @@
+/* A virtqueue and the thread that serves it.
+ *
+ * Thread model: each started queue has one thread, which alone reads
+ * and writes its ring, its requests and its plugin queue context.  It
+ * waits in epoll on the kick eventfd, a command eventfd and the
+ * plugin's fd.  The control (main) thread never touches that state
+ * while the thread runs: it posts a command (a function and argument
+ * in a slot, then a write to the command eventfd) and waits until the
+ * thread has run it.  Stop and pause are commands too; the thread
+ * reports "drained" through the same mutex and condition variable.
+ * The hot path takes no lock. */
+
+#include <config.h>
+
+#include <endian.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include "log.h"
+#include "queue.h"
+
+enum { EV_KICK, EV_CMD, EV_PLUGIN };
+
+#define CHAIN_MAX_IOV(num) ((num) + 8)
+
+void
+queue_init (struct queue *q, unsigned index, struct backend *be)
+{
+  memset (q, 0, sizeof *q);
+  q->index = index;
+  q->be = be;
+  q->kick_fd = q->call_fd = q->err_fd = -1;
+  q->epfd = q->cmd_fd = -1;
+  q->plugin_fd = -1;
+  pthread_mutex_init (&q->lock, NULL);
+  pthread_cond_init (&q->cond, NULL);
+}
+
+static void
+replace_fd (int *slot, int fd)
+{
+  if (*slot >= 0)
+    close (*slot);
+  *slot = fd;
+}
+
+/* Runs fn on the queue thread (or directly when there is none) and
+ * waits until it has run. */
+static void
+queue_call (struct queue *q, void (*fn) (struct queue *, void *), void *arg)
+{
+  if (!q->running) {
+    fn (q, arg);
+    return;
+  }
+  pthread_mutex_lock (&q->lock);
+  q->cmd = fn;
+  q->cmd_arg = arg;
+  q->cmd_done = false;
+  pthread_mutex_unlock (&q->lock);
+  eventfd_write (q->cmd_fd, 1);
+  pthread_mutex_lock (&q->lock);
+  while (!q->cmd_done)
+    pthread_cond_wait (&q->cond, &q->lock);
+  pthread_mutex_unlock (&q->lock);
+}
+
+static void
+run_command (struct queue *q)
+{
+  eventfd_t v;
+
+  eventfd_read (q->cmd_fd, &v);
+  pthread_mutex_lock (&q->lock);
+  if (q->cmd && !q->cmd_done) {
+    q->cmd (q, q->cmd_arg);
+    q->cmd = NULL;
+    q->cmd_done = true;
+    pthread_cond_broadcast (&q->cond);
+  }
+  pthread_mutex_unlock (&q->lock);
+}
+
+/* The guest broke the ring's rules: stop serving it (requests already
+ * in flight still complete) and tell the front-end if it listens. */
+static void
+mark_broken (struct queue *q, const char *why)
+{
+  blkgate_error ("queue %u: %s: ring stopped until the device is reset",
+                 q->index, why);
+  q->broken = true;
+  if (q->err_fd >= 0)
+    eventfd_write (q->err_fd, 1);
+}
+
+void
+queue_request_done (struct request *r)
+{
+  struct queue *q = r->q;
+  uint32_t len = blk_finish (&r->blk, r->err);
+
+  if (r->err)
+    debug ("queue %u: request %u failed: %s", q->index, r->chain.head,
+           strerror (r->err));
+  vring_push (&q->vr, r->chain.head, len);
+  r->busy = false;
+  q->inflight--;
+}
+
+static void
+start_request (struct queue *q)
+{
+  struct request *r = &q->reqs[q->spare.head];
+  struct chain tmp;
+
+  if (r->busy) {
+    mark_broken (q, "guest reused a head that is still in flight");
+    return;
+  }
+  tmp = r->chain;               /* swap iovec arrays, no copy */
+  r->chain = q->spare;
+  q->spare = tmp;
+  if (blk_parse (&q->blk, &r->blk, r->chain.iov, r->chain.niov,
+                 r->chain.nout) == -1) {
+    mark_broken (q, "request has no writable status byte");
+    return;
+  }
+  r->busy = true;
+  q->inflight++;
+  if (r->blk.op == BLK_OP_NONE)
+    queue_request_done (r);
+  else
+    backend_start (&q->bq, r);
+}
+
+static bool
+can_fetch (const struct queue *q)
+{
+  return q->enabled && !q->paused && !q->stopping && !q->broken;
+}
+
+/* Pops everything available.  With EVENT_IDX, asks for the next kick
+ * and looks again, so an entry added meanwhile is not missed. */
+static void
+fetch (struct queue *q)
+{
+  const char *err;
+  int r;
+
+  for (;;) {
+    while (can_fetch (q) &&
+           (r = vring_pop (&q->vr, q->mem, &q->spare, &err)) != 0) {
+      if (r == -1) {
+        mark_broken (q, err);
+        return;
+      }
+      start_request (q);
+    }
+    if (!can_fetch (q) || !vring_arm_kick (&q->vr))
+      return;
+  }
+}
+
+static void
+publish (struct queue *q)
+{
+  if (vring_publish (&q->vr) && q->call_fd >= 0)
+    eventfd_write (q->call_fd, 1);
+}
+
+static void
+watch_plugin_fd (struct queue *q)
+{
+  short events;
+  int fd = backend_queue_fd (&q->bq, &events);
+  struct epoll_event ev = { .data.u32 = EV_PLUGIN };
+
+  if (fd == q->plugin_fd && events == q->plugin_events)
+    return;
+  if (q->plugin_fd >= 0 && fd != q->plugin_fd)
+    epoll_ctl (q->epfd, EPOLL_CTL_DEL, q->plugin_fd, NULL);
+  ev.events = ((events & POLLIN) ? EPOLLIN : 0) |
+    ((events & POLLOUT) ? EPOLLOUT : 0);
+  if (fd >= 0 &&
+      epoll_ctl (q->epfd, fd == q->plugin_fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                 fd, &ev) == -1)
+    blkgate_error ("queue %u: epoll_ctl plugin fd: %m", q->index);
+  q->plugin_fd = fd;
+  q->plugin_events = events;
+}
+
+/* One round after events: fetch, submit the batch, publish used
+ * entries with one notification, report drained/stopped. */
+static void
+process (struct queue *q)
+{
+  if (q->kicked && can_fetch (q)) {
+    q->kicked = false;
+    fetch (q);
+  }
+  backend_queue_submit (&q->bq);
+  publish (q);
+  if (q->inflight == 0 && (q->paused || q->stopping)) {
+    pthread_mutex_lock (&q->lock);
+    q->drained = true;
+    pthread_cond_broadcast (&q->cond);
+    pthread_mutex_unlock (&q->lock);
+    if (q->stopping)
+      q->exit = true;
+  }
+}
+
+static void
+handle_event (struct queue *q, uint32_t tag)
+{
+  eventfd_t v;
+
+  switch (tag) {
+  case EV_KICK:
+    eventfd_read (q->kick_fd, &v);
+    q->kicked = true;
+    break;
+  case EV_CMD:
+    run_command (q);
+    break;
+  case EV_PLUGIN:
+    if (q->be->async)
+      backend_queue_poll (&q->bq);
+    else
+      backend_queue_reap (&q->bq);
+    break;
+  }
+}
+
+static void *
+queue_thread (void *arg)
+{
+  struct queue *q = arg;
+  struct epoll_event ev[16];
+
+  q->kicked = true;             /* never rely on a first kick */
+  process (q);
+  while (!q->exit) {
+    int i, n;
+
+    watch_plugin_fd (q);
+    n = epoll_wait (q->epfd, ev, 16, -1);
+    if (n == -1 && errno != EINTR) {
+      blkgate_error ("queue %u: epoll_wait: %m", q->index);
+      break;
+    }
+    for (i = 0; i < n; i++)
+      handle_event (q, ev[i].data.u32);
+    process (q);
+  }
+  return NULL;
+}
+
+static int
+epoll_add (int epfd, int fd, uint32_t tag)
+{
+  struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
+  return epoll_ctl (epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* Per-request iovec arrays come from two blocks sized for the ring. */
+static int
+alloc_requests (struct queue *q)
+{
+  unsigned i, per = CHAIN_MAX_IOV (q->num);
+
+  q->reqs = calloc (q->num, sizeof *q->reqs);
+  q->iov_mem = calloc ((size_t) (q->num + 1) * per, sizeof *q->iov_mem);
+  q->gpa_mem = calloc ((size_t) (q->num + 1) * per, sizeof *q->gpa_mem);
+  if (!q->reqs || !q->iov_mem || !q->gpa_mem)
+    return -1;
+  for (i = 0; i <= q->num; i++) {
+    struct chain *c = i < q->num ? &q->reqs[i].chain : &q->spare;
+    c->iov = &q->iov_mem[(size_t) i * per];
+    c->gpa = &q->gpa_mem[(size_t) i * per];
+    c->max = per;
+    if (i < q->num)
+      q->reqs[i].q = q;
+  }
+  return 0;
+}
+
+static void
+free_requests (struct queue *q)
+{
+  free (q->reqs);
+  free (q->iov_mem);
+  free (q->gpa_mem);
+  q->reqs = NULL;
+  q->iov_mem = NULL;
+  q->gpa_mem = NULL;
+}
+
+static void
+close_thread_fds (struct queue *q)
+{
+  replace_fd (&q->epfd, -1);
+  replace_fd (&q->cmd_fd, -1);
+  q->plugin_fd = -1;
+  q->plugin_events = 0;
+}
+
+static int
+setup_rings (struct queue *q, const struct memtable *mem, const char **err)
+{
+  memset (&q->vr, 0, sizeof q->vr);
+  if (vring_setup (&q->vr, mem, q->num, q->desc_uva, q->avail_uva,
+                   q->used_uva, err) == -1)
+    return -1;
+  q->vr.event_idx = q->event_idx;
+  q->vr.indirect = q->indirect;
+  q->vr.last_avail_idx = q->base;
+  q->vr.used_idx = q->vr.published_idx =
+    le16toh (__atomic_load_n (&q->vr.used->idx, __ATOMIC_ACQUIRE));
+  q->mem = mem;
+  return 0;
+}
+
+int
+queue_start (struct queue *q, const struct memtable *mem,
+             const struct blk_dev *blk, const char **err)
+{
+  if (q->running)
+    return 0;
+  if (!q->addr_set || q->num == 0 || q->kick_fd < 0) {
+    *err = "ring started before its size, addresses and kick fd were set";
+    return -1;
+  }
+  if (setup_rings (q, mem, err) == -1)
+    return -1;
+  q->blk = *blk;
+  q->paused = q->stopping = q->broken = q->exit = q->drained = false;
+  q->inflight = 0;
+  if (alloc_requests (q) == -1) {
+    *err = "out of memory";
+    free_requests (q);
+    return -1;
+  }
+  q->epfd = epoll_create1 (EPOLL_CLOEXEC);
+  q->cmd_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (q->epfd == -1 || q->cmd_fd == -1 ||
+      epoll_add (q->epfd, q->cmd_fd, EV_CMD) == -1 ||
+      epoll_add (q->epfd, q->kick_fd, EV_KICK) == -1 ||
+      backend_queue_open (&q->bq, q->be, q->index) == -1) {
+    *err = "cannot set up the queue thread";
+    goto fail;
+  }
+  if (pthread_create (&q->thread, NULL, queue_thread, q) != 0) {
+    *err = "cannot start the queue thread";
+    backend_queue_close (&q->bq);
+    goto fail;
+  }
+  q->running = true;
+  debug ("queue %u: started, size %u, avail %u, used %u", q->index, q->num,
+         q->vr.last_avail_idx, q->vr.used_idx);
+  return 0;
+
+ fail:
+  close_thread_fds (q);
+  free_requests (q);
+  return -1;
+}
+
+static void
+cmd_stop (struct queue *q, void *arg)
+{
+  q->stopping = true;
+}
+
+uint16_t
+queue_stop (struct queue *q)
+{
+  if (!q->running)
+    return q->base;
+  queue_call (q, cmd_stop, NULL);
+  pthread_join (q->thread, NULL);
+  q->running = false;
+  backend_queue_close (&q->bq);
+  close_thread_fds (q);
+  free_requests (q);
+  q->base = q->vr.last_avail_idx;
+  replace_fd (&q->kick_fd, -1);
+  debug ("queue %u: stopped at avail %u", q->index, q->base);
+  return q->base;
+}
+
+static void
+cmd_enable (struct queue *q, void *arg)
+{
+  q->enabled = *(bool *) arg;
+  q->kicked = true;             /* re-scan: kicks may have come early */
+}
+
+void
+queue_set_enabled (struct queue *q, bool on)
+{
+  queue_call (q, cmd_enable, &on);
+}
+
+static void
+cmd_set_call (struct queue *q, void *arg)
+{
+  replace_fd (&q->call_fd, *(int *) arg);
+}
+
+void
+queue_set_call_fd (struct queue *q, int fd)
+{
+  queue_call (q, cmd_set_call, &fd);
+}
+
+static void
+cmd_set_err (struct queue *q, void *arg)
+{
+  replace_fd (&q->err_fd, *(int *) arg);
+}
+
+void
+queue_set_err_fd (struct queue *q, int fd)
+{
+  queue_call (q, cmd_set_err, &fd);
+}
+
+static void
+cmd_set_kick (struct queue *q, void *arg)
+{
+  int fd = *(int *) arg;
+
+  if (q->running) {
+    epoll_ctl (q->epfd, EPOLL_CTL_DEL, q->kick_fd, NULL);
+    if (fd >= 0 && epoll_add (q->epfd, fd, EV_KICK) == -1)
+      blkgate_error ("queue %u: epoll_ctl kick fd: %m", q->index);
+    q->kicked = true;
+  }
+  replace_fd (&q->kick_fd, fd);
+}
+
+void
+queue_set_kick_fd (struct queue *q, int fd)
+{
+  queue_call (q, cmd_set_kick, &fd);
+}
+
+static void
+cmd_set_wce (struct queue *q, void *arg)
+{
+  q->blk.wce = *(bool *) arg;
+}
+
+void
+queue_set_wce (struct queue *q, bool wce)
+{
+  queue_call (q, cmd_set_wce, &wce);
+}
+
+static void
+cmd_pause (struct queue *q, void *arg)
+{
+  q->paused = *(bool *) arg;
+  q->drained = false;
+  q->kicked = true;
+}
+
+void
+queue_pause (struct queue *q)
+{
+  bool on = true;
+
+  if (!q->running)
+    return;
+  queue_call (q, cmd_pause, &on);
+  pthread_mutex_lock (&q->lock);
+  while (!q->drained)
+    pthread_cond_wait (&q->cond, &q->lock);
+  pthread_mutex_unlock (&q->lock);
+}
+
+struct resume_args {
+  const struct memtable *mem;
+  const char **err;
+  int ret;
+};
+
+/* Re-translates the rings through the new table on the queue thread,
+ * keeping its indexes. */
+static void
+cmd_resume (struct queue *q, void *arg)
+{
+  struct resume_args *a = arg;
+  struct ring old = q->vr;
+  bool off = false;
+
+  a->ret = vring_setup (&q->vr, a->mem, q->num, q->desc_uva, q->avail_uva,
+                        q->used_uva, a->err);
+  if (a->ret == -1) {
+    q->vr = old;
+    mark_broken (q, *a->err);
+    return;
+  }
+  q->mem = a->mem;
+  cmd_pause (q, &off);
+}
+
+int
+queue_resume (struct queue *q, const struct memtable *mem, const char **err)
+{
+  struct resume_args a = { mem, err, 0 };
+
+  if (!q->running)
+    return 0;
+  queue_call (q, cmd_resume, &a);
+  return a.ret;
+}
+
+void
+queue_reset (struct queue *q)
+{
+  replace_fd (&q->kick_fd, -1);
+  replace_fd (&q->call_fd, -1);
+  replace_fd (&q->err_fd, -1);
+  q->addr_set = false;
+  q->enabled = false;
+  q->num = 0;
+  q->base = 0;
+}

@@ -1,0 +1,83 @@
+/* A virtqueue and the thread that serves it. */
+
+#ifndef BLKGATE_QUEUE_H
+#define BLKGATE_QUEUE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "blk.h"
+#include "memtable.h"
+#include "request.h"
+#include "vring.h"
+
+struct queue {
+  unsigned index;
+  struct backend *be;
+
+  /* Set by the control thread while the queue is stopped. */
+  unsigned num;
+  uint64_t desc_uva, avail_uva, used_uva;
+  uint16_t base;                /* SET_VRING_BASE */
+  bool addr_set;
+  bool event_idx, indirect;
+  int kick_fd, call_fd, err_fd;
+
+  /* Shared: written by the control thread only through commands. */
+  bool running;                 /* thread exists */
+  bool enabled;                 /* SET_VRING_ENABLE */
+  const struct memtable *mem;
+  struct blk_dev blk;
+
+  /* Thread and command hand-off. */
+  pthread_t thread;
+  int epfd, cmd_fd;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  void (*cmd) (struct queue *q, void *arg);
+  void *cmd_arg;
+  bool cmd_done;
+  bool drained;                 /* paused with nothing in flight */
+
+  /* Queue thread only. */
+  struct ring vr;
+  struct backend_queue bq;
+  struct request *reqs;         /* indexed by head */
+  struct chain spare;           /* pop target, swapped into reqs[head] */
+  struct iovec *iov_mem;
+  uint64_t *gpa_mem;
+  unsigned inflight;
+  bool kicked, paused, stopping, broken, exit;
+  int plugin_fd;
+  short plugin_events;
+};
+
+void queue_init (struct queue *q, unsigned index, struct backend *be);
+
+/* Starts the thread: rings translated through mem, requests allocated,
+ * plugin queue opened.  -1 with a message in *err. */
+int queue_start (struct queue *q, const struct memtable *mem,
+                 const struct blk_dev *blk, const char **err);
+/* Stops fetching, waits for every request in flight to complete and
+ * be published, joins the thread.  Returns the next avail index. */
+uint16_t queue_stop (struct queue *q);
+
+void queue_set_enabled (struct queue *q, bool on);
+/* Takes ownership of fd (-1 for none); closes the old one safely. */
+void queue_set_call_fd (struct queue *q, int fd);
+void queue_set_kick_fd (struct queue *q, int fd);
+void queue_set_err_fd (struct queue *q, int fd);
+void queue_set_wce (struct queue *q, bool wce);
+
+/* Memory table change while running: pause waits until nothing is in
+ * flight; resume re-translates the rings through the new table. */
+void queue_pause (struct queue *q);
+int queue_resume (struct queue *q, const struct memtable *mem,
+                  const char **err);
+
+/* Closes all fds (connection gone; the queue must be stopped). */
+void queue_reset (struct queue *q);
+
+#endif /* BLKGATE_QUEUE_H */
