@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <glib.h>
 #include <glib-unix.h>
@@ -125,6 +126,8 @@ on_message (gint fd, GIOCondition cond, gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+static const struct timeval msg_timeout = { .tv_sec = 10 };
+
 static gboolean
 on_accept (gint fd, GIOCondition cond, gpointer data)
 {
@@ -146,6 +149,9 @@ on_accept (gint fd, GIOCondition cond, gpointer data)
     close (c);
     return G_SOURCE_CONTINUE;
   }
+  /* A front-end that stalls mid-message must not stall the main loop. */
+  setsockopt (c, SOL_SOCKET, SO_RCVTIMEO, &msg_timeout, sizeof msg_timeout);
+  setsockopt (c, SOL_SOCKET, SO_SNDTIMEO, &msg_timeout, sizeof msg_timeout);
   blkgate_info ("front-end connected");
   srv.conn_watch = g_unix_fd_add (c, G_IO_IN | G_IO_HUP | G_IO_ERR,
                                   on_message, NULL);
