@@ -36,7 +36,7 @@ device_protocol_features (void)
 {
   return VU_BIT (VU_PF_MQ) | VU_BIT (VU_PF_REPLY_ACK) |
     VU_BIT (VU_PF_CONFIG) | VU_BIT (VU_PF_RESET_DEVICE) |
-    VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS);
+    VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT (VU_PF_INFLIGHT_SHMFD);
 }
 
 struct device *
@@ -85,7 +85,25 @@ device_free (struct device *dev)
     }
   free (dev->queues);
   memtable_free (dev->mem);
+  inflight_unmap (&dev->inflight);
   free (dev);
+}
+
+bool
+device_quiesce_for_exit (struct device *dev, int timeout_ms)
+{
+  bool all = true;
+  unsigned i;
+
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i] && !queue_quiesce_for_exit (dev->queues[i],
+                                                   timeout_ms)) {
+      blkgate_info ("queue %u: %u requests still in flight at exit; they "
+                    "stay recorded for the next blkgate", i,
+                    dev->queues[i]->inflight);
+      all = false;
+    }
+  return all;
 }
 
 /* The queue a message names, allocated on first use; NULL if the index
@@ -387,7 +405,7 @@ h_set_vring_kick (struct device *dev, struct vu_msg *msg)
     return H_OK;
   }
   q->kick_fd = fd;
-  if (queue_start (q, dev->mem, &dev->blk, &err) == -1) {
+  if (queue_start (q, dev->mem, &dev->blk, &dev->inflight, &err) == -1) {
     blkgate_error ("queue %u: %s", q->index, err);
     return H_FAIL;
   }
@@ -471,6 +489,62 @@ h_set_config (struct device *dev, struct vu_msg *msg)
   return H_OK;
 }
 
+static bool
+any_running (const struct device *dev)
+{
+  unsigned i;
+
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i] && dev->queues[i]->running)
+      return true;
+  return false;
+}
+
+static int
+h_get_inflight_fd (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_inflight reply = msg->payload.inflight;
+  const char *err;
+  int fd, r;
+
+  if (!(dev->protocol_features & VU_BIT (VU_PF_INFLIGHT_SHMFD))) {
+    blkgate_error ("GET_INFLIGHT_FD without INFLIGHT_SHMFD negotiated");
+    return H_FAIL;
+  }
+  if (inflight_create (reply.num_queues, reply.queue_size, &fd,
+                       &reply.mmap_size, &err) == -1) {
+    blkgate_error ("GET_INFLIGHT_FD: %s", err);
+    return H_FAIL;
+  }
+  reply.mmap_offset = 0;
+  r = vu_msg_reply (dev->sock, msg, &reply, sizeof reply, fd);
+  close (fd);
+  return r == 0 ? H_REPLIED : H_FAIL;
+}
+
+static int
+h_set_inflight_fd (struct device *dev, struct vu_msg *msg)
+{
+  struct vu_inflight *in = &msg->payload.inflight;
+  const char *err;
+
+  if (!(dev->protocol_features & VU_BIT (VU_PF_INFLIGHT_SHMFD)) ||
+      any_running (dev)) {
+    blkgate_error ("SET_INFLIGHT_FD %s",
+                   any_running (dev) ? "while queues run"
+                   : "without INFLIGHT_SHMFD negotiated");
+    return H_FAIL;
+  }
+  if (inflight_map (&dev->inflight, msg->fds[0], in->mmap_size,
+                    in->mmap_offset, &err) == -1) {
+    blkgate_error ("SET_INFLIGHT_FD: refusing the region: %s", err);
+    return H_FAIL;
+  }
+  debug ("inflight region: %u queues of %u", dev->inflight.hdr->num_queues,
+         dev->inflight.hdr->queue_size);
+  return H_OK;
+}
+
 static int
 h_reset_device (struct device *dev, struct vu_msg *msg)
 {
@@ -483,6 +557,7 @@ h_reset_device (struct device *dev, struct vu_msg *msg)
   dev->features = 0;
   dev->features_set = false;
   dev->blk.wce = dev->be->dev.wce;
+  inflight_unmap (&dev->inflight);
   return H_OK;
 }
 
@@ -508,6 +583,8 @@ static const handler handlers[VU_REQUEST_MAX] = {
   [VU_GET_CONFIG] = h_get_config,
   [VU_SET_CONFIG] = h_set_config,
   [VU_RESET_DEVICE] = h_reset_device,
+  [VU_GET_INFLIGHT_FD] = h_get_inflight_fd,
+  [VU_SET_INFLIGHT_FD] = h_set_inflight_fd,
   [VU_GET_MAX_MEM_SLOTS] = h_get_max_mem_slots,
   [VU_ADD_MEM_REG] = h_add_mem_reg,
   [VU_REM_MEM_REG] = h_rem_mem_reg,

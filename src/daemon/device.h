@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "inflight.h"
 #include "memtable.h"
 #include "queue.h"
 #include "vhost-user-proto.h"
@@ -22,11 +23,17 @@ struct device {
   unsigned nqueues;             /* offered (GET_QUEUE_NUM) */
   struct queue **queues;        /* allocated when first named */
   struct blk_dev blk;           /* the backend's, with the guest's wce */
+  struct inflight_region inflight;
 };
 
 struct device *device_new (struct backend *be, int sock, unsigned nqueues);
 /* Stops every queue (draining it), unmaps guest memory, frees. */
 void device_free (struct device *dev);
+
+/* Shutting down: stop every queue, waiting up to timeout_ms for the
+ * requests in flight.  Returns false if some are left (recorded in the
+ * inflight region); the device must then not be freed. */
+bool device_quiesce_for_exit (struct device *dev, int timeout_ms);
 
 /* Handles one message, replying as the protocol asks.  Returns 0 to
  * keep the connection, -1 to close it (after logging why). */

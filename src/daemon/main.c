@@ -31,6 +31,7 @@
 
 #define DEFAULT_QUEUES 64
 #define MAX_QUEUES 256
+#define SHUTDOWN_TIMEOUT_MS 10000
 
 static struct {
   char *socket;
@@ -321,7 +322,7 @@ cleanup_files (void)
 {
   if (opt.socket && opt.fd < 0)
     unlink (opt.socket);
-  if (opt.pidfile && !opt.foreground)
+  if (opt.pidfile)
     unlink (opt.pidfile);
   if (run_tmpdir)
     g_rmdir (run_tmpdir);
@@ -350,9 +351,10 @@ serve (struct backend *be)
     exit_status = 1;
   else
     g_main_loop_run (loop);
-  server_stop ();
-  if (opt.pidfile)
-    unlink (opt.pidfile);
+  if (!server_stop (SHUTDOWN_TIMEOUT_MS)) {
+    cleanup_files ();
+    _exit (exit_status ? exit_status : 1);
+  }
   cleanup_files ();
   return exit_status;
 }

@@ -14,6 +14,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <time.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,12 +109,16 @@ queue_request_done (struct request *r)
     debug ("queue %u: request %u failed: %s", q->index, r->chain.head,
            strerror (r->err));
   vring_push (&q->vr, r->chain.head, len);
+  inflight_link (&q->ir, r->chain.head);
+  q->batch[q->nbatch++] = r->chain.head;
   r->busy = false;
   q->inflight--;
 }
 
+/* Starts the request in q->spare.  A resubmitted one is already
+ * recorded in the inflight region with its original counter. */
 static void
-start_request (struct queue *q)
+start_request (struct queue *q, bool resubmit)
 {
   struct request *r = &q->reqs[q->spare.head];
   struct chain tmp;
@@ -132,6 +137,8 @@ start_request (struct queue *q)
   }
   r->busy = true;
   q->inflight++;
+  if (!resubmit)
+    inflight_begin (&q->ir, r->chain.head);
   if (r->blk.op == BLK_OP_NONE)
     queue_request_done (r);
   else
@@ -139,9 +146,35 @@ start_request (struct queue *q)
 }
 
 static bool
-can_fetch (const struct queue *q)
+can_issue (const struct queue *q)
 {
   return q->enabled && !q->paused && !q->stopping && !q->broken;
+}
+
+/* New requests wait until every recovered one has been resubmitted. */
+static bool
+can_fetch (const struct queue *q)
+{
+  return can_issue (q) && q->recover_pos == q->nrecover;
+}
+
+/* Resubmits recovered requests one at a time, oldest first, so that
+ * overlapping writes land in their original order. */
+static void
+resubmit (struct queue *q)
+{
+  const char *err;
+
+  while (q->recover_pos < q->nrecover && q->inflight == 0 && !q->paused &&
+         !q->broken && (q->enabled || q->stopping)) {
+    uint16_t head = q->recover[q->recover_pos++];
+    if (vring_walk (&q->vr, q->mem, head, &q->spare, &err) == -1) {
+      mark_broken (q, err);
+      return;
+    }
+    debug ("queue %u: resubmitting head %u", q->index, head);
+    start_request (q, true);
+  }
 }
 
 /* Pops everything available.  With EVENT_IDX, asks for the next kick
@@ -159,17 +192,30 @@ fetch (struct queue *q)
         mark_broken (q, err);
         return;
       }
-      start_request (q);
+      start_request (q, false);
     }
     if (!can_fetch (q) || !vring_arm_kick (&q->vr))
       return;
   }
 }
 
+/* Makes the batch visible, then clears its inflight flags and records
+ * the new used index, in the order that keeps the region recoverable
+ * at every step; then notifies. */
 static void
 publish (struct queue *q)
 {
-  if (vring_publish (&q->vr) && q->call_fd >= 0)
+  bool notify;
+  unsigned i;
+
+  if (q->nbatch == 0)
+    return;
+  notify = vring_publish (&q->vr);
+  for (i = 0; i < q->nbatch; i++)
+    inflight_done (&q->ir, q->batch[i]);
+  inflight_commit (&q->ir, q->vr.used_idx);
+  q->nbatch = 0;
+  if (notify && q->call_fd >= 0)
     eventfd_write (q->call_fd, 1);
 }
 
@@ -199,13 +245,17 @@ watch_plugin_fd (struct queue *q)
 static void
 process (struct queue *q)
 {
+  if (q->recover_pos < q->nrecover)
+    resubmit (q);
   if (q->kicked && can_fetch (q)) {
     q->kicked = false;
     fetch (q);
   }
   backend_queue_submit (&q->bq);
   publish (q);
-  if (q->inflight == 0 && (q->paused || q->stopping)) {
+  if (q->inflight == 0 &&
+      (q->paused || (q->stopping &&
+                     (q->recover_pos == q->nrecover || q->broken)))) {
     pthread_mutex_lock (&q->lock);
     q->drained = true;
     pthread_cond_broadcast (&q->cond);
@@ -275,9 +325,11 @@ alloc_requests (struct queue *q)
   unsigned i, per = CHAIN_MAX_IOV (q->num);
 
   q->reqs = calloc (q->num, sizeof *q->reqs);
+  q->batch = calloc (q->num, sizeof *q->batch);
+  q->recover = calloc (q->num, sizeof *q->recover);
   q->iov_mem = calloc ((size_t) (q->num + 1) * per, sizeof *q->iov_mem);
   q->gpa_mem = calloc ((size_t) (q->num + 1) * per, sizeof *q->gpa_mem);
-  if (!q->reqs || !q->iov_mem || !q->gpa_mem)
+  if (!q->reqs || !q->iov_mem || !q->gpa_mem || !q->batch || !q->recover)
     return -1;
   for (i = 0; i <= q->num; i++) {
     struct chain *c = i < q->num ? &q->reqs[i].chain : &q->spare;
@@ -296,6 +348,9 @@ free_requests (struct queue *q)
   free (q->reqs);
   free (q->iov_mem);
   free (q->gpa_mem);
+  free (q->batch);
+  free (q->recover);
+  q->batch = q->recover = NULL;
   q->reqs = NULL;
   q->iov_mem = NULL;
   q->gpa_mem = NULL;
@@ -326,9 +381,35 @@ setup_rings (struct queue *q, const struct memtable *mem, const char **err)
   return 0;
 }
 
+/* Recovers the requests a previous back-end left in flight.  The ring
+ * position then comes from the region: everything up to used->idx is
+ * done, and the in-flight heads were fetched after it, whatever
+ * SET_VRING_BASE said (after a crash QEMU sends the used index). */
+static int
+recover (struct queue *q, struct inflight_region *region, const char **err)
+{
+  uint16_t used = vring_used_idx (&q->vr);
+
+  if (inflight_ring_start (&q->ir, region, q->index, q->num, used,
+                           q->recover, &q->nrecover, err) == -1)
+    return -1;
+  q->recover_pos = 0;
+  if (q->ir.q == NULL)
+    return 0;
+  if ((uint16_t) (used + q->nrecover) != q->vr.last_avail_idx)
+    debug ("queue %u: ring base %u, region says %u (+%u in flight)",
+           q->index, q->vr.last_avail_idx, used, q->nrecover);
+  q->vr.last_avail_idx = used + q->nrecover;
+  if (q->nrecover)
+    blkgate_info ("queue %u: resubmitting %u requests left in flight",
+                  q->index, q->nrecover);
+  return 0;
+}
+
 int
 queue_start (struct queue *q, const struct memtable *mem,
-             const struct blk_dev *blk, const char **err)
+             const struct blk_dev *blk, struct inflight_region *region,
+             const char **err)
 {
   if (q->running)
     return 0;
@@ -341,8 +422,13 @@ queue_start (struct queue *q, const struct memtable *mem,
   q->blk = *blk;
   q->paused = q->stopping = q->broken = q->exit = q->drained = false;
   q->inflight = 0;
+  q->nbatch = 0;
   if (alloc_requests (q) == -1) {
     *err = "out of memory";
+    free_requests (q);
+    return -1;
+  }
+  if (recover (q, region, err) == -1) {
     free_requests (q);
     return -1;
   }
@@ -375,14 +461,12 @@ static void
 cmd_stop (struct queue *q, void *arg)
 {
   q->stopping = true;
+  q->drained = false;
 }
 
-uint16_t
-queue_stop (struct queue *q)
+static void
+join_and_free (struct queue *q)
 {
-  if (!q->running)
-    return q->base;
-  queue_call (q, cmd_stop, NULL);
   pthread_join (q->thread, NULL);
   q->running = false;
   backend_queue_close (&q->bq);
@@ -391,7 +475,43 @@ queue_stop (struct queue *q)
   q->base = q->vr.last_avail_idx;
   replace_fd (&q->kick_fd, -1);
   debug ("queue %u: stopped at avail %u", q->index, q->base);
+}
+
+uint16_t
+queue_stop (struct queue *q)
+{
+  if (!q->running)
+    return q->base;
+  queue_call (q, cmd_stop, NULL);
+  join_and_free (q);
   return q->base;
+}
+
+bool
+queue_quiesce_for_exit (struct queue *q, int timeout_ms)
+{
+  struct timespec deadline;
+  bool drained;
+
+  if (!q->running)
+    return true;
+  queue_call (q, cmd_stop, NULL);
+  clock_gettime (CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock (&q->lock);
+  while (!q->drained &&
+         pthread_cond_timedwait (&q->cond, &q->lock, &deadline) == 0)
+    ;
+  drained = q->drained;
+  pthread_mutex_unlock (&q->lock);
+  if (drained)
+    join_and_free (q);
+  return drained;
 }
 
 static void

@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "blk.h"
+#include "inflight.h"
 #include "memtable.h"
 #include "request.h"
 #include "vring.h"
@@ -49,6 +50,11 @@ struct queue {
   struct iovec *iov_mem;
   uint64_t *gpa_mem;
   unsigned inflight;
+  struct inflight_ring ir;
+  uint16_t *batch;              /* heads pushed since the last publish */
+  unsigned nbatch;
+  uint16_t *recover;            /* heads to resubmit, oldest first */
+  unsigned nrecover, recover_pos;
   bool kicked, paused, stopping, broken, exit;
   int plugin_fd;
   short plugin_events;
@@ -57,12 +63,19 @@ struct queue {
 void queue_init (struct queue *q, unsigned index, struct backend *be);
 
 /* Starts the thread: rings translated through mem, requests allocated,
- * plugin queue opened.  -1 with a message in *err. */
+ * in-flight requests recovered from region (may be empty), plugin queue
+ * opened.  -1 with a message in *err. */
 int queue_start (struct queue *q, const struct memtable *mem,
-                 const struct blk_dev *blk, const char **err);
+                 const struct blk_dev *blk, struct inflight_region *region,
+                 const char **err);
 /* Stops fetching, waits for every request in flight to complete and
  * be published, joins the thread.  Returns the next avail index. */
 uint16_t queue_stop (struct queue *q);
+
+/* Shutdown: stop fetching and wait up to timeout_ms for requests in
+ * flight.  Returns false if some are still in flight (they stay
+ * recorded in the inflight region); the thread is then left running. */
+bool queue_quiesce_for_exit (struct queue *q, int timeout_ms);
 
 void queue_set_enabled (struct queue *q, bool on);
 /* Takes ownership of fd (-1 for none); closes the old one safely. */

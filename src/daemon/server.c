@@ -95,15 +95,18 @@ server_listen_path (const char *path)
   return fd;
 }
 
-static void
-drop_connection (void)
+static bool
+drop_connection (int timeout_ms)
 {
   if (srv.dev == NULL)
-    return;
+    return true;
   g_source_remove (srv.conn_watch);
+  if (!device_quiesce_for_exit (srv.dev, timeout_ms))
+    return false;
   close (srv.dev->sock);
   device_free (srv.dev);
   srv.dev = NULL;
+  return true;
 }
 
 static gboolean
@@ -167,14 +170,14 @@ server_start (int listen_fd, struct backend *be, unsigned nqueues)
   srv.listen_watch = g_unix_fd_add (listen_fd, G_IO_IN, on_accept, NULL);
 }
 
-void
-server_stop (void)
+bool
+server_stop (int timeout_ms)
 {
-  drop_connection ();
   if (srv.listen_watch)
     g_source_remove (srv.listen_watch);
   srv.listen_watch = 0;
   if (srv.listen_fd >= 0)
     close (srv.listen_fd);
   srv.listen_fd = -1;
+  return drop_connection (timeout_ms);
 }

@@ -3,6 +3,8 @@
 #ifndef BLKGATE_SERVER_H
 #define BLKGATE_SERVER_H
 
+#include <stdbool.h>
+
 #include "backend.h"
 
 /* Creates a listening UNIX socket at path (mode 0600), replacing a
@@ -11,7 +13,10 @@ int server_listen_path (const char *path);
 
 /* Serves front-ends on listen_fd from the main loop. */
 void server_start (int listen_fd, struct backend *be, unsigned nqueues);
-/* Drops the connection (stopping its queues) and stops listening. */
-void server_stop (void);
+/* Stops listening and drops the connection, waiting up to timeout_ms
+ * for requests in flight.  Returns false when some were left (recorded
+ * in the inflight region): the process must then exit without freeing
+ * what the queue threads still use. */
+bool server_stop (int timeout_ms);
 
 #endif /* BLKGATE_SERVER_H */

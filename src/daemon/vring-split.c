@@ -57,6 +57,12 @@ vring_avail_idx (const struct ring *vr)
   return le16toh (__atomic_load_n (&vr->avail->idx, __ATOMIC_ACQUIRE));
 }
 
+uint16_t
+vring_used_idx (const struct ring *vr)
+{
+  return le16toh (__atomic_load_n (&vr->used->idx, __ATOMIC_ACQUIRE));
+}
+
 /* Copies one descriptor out of guest memory. */
 static void
 read_desc (const struct vring_desc *table, unsigned i, struct vring_desc *d)
@@ -141,12 +147,47 @@ walk_indirect (struct ring *vr, const struct memtable *mem,
 }
 
 int
+vring_walk (struct ring *vr, const struct memtable *mem, uint16_t head,
+            struct chain *c, const char **err)
+{
+  unsigned i, budget = vr->num;
+  struct vring_desc d;
+
+  if (head >= vr->num) {
+    *err = "head outside the ring";
+    return -1;
+  }
+  c->head = head;
+  c->niov = c->nout = 0;
+  for (i = head;; i = d.next) {
+    if (budget-- == 0) {
+      *err = "looped descriptor chain";
+      return -1;
+    }
+    read_desc (vr->desc, i, &d);
+    if (d.flags & VRING_DESC_F_INDIRECT) {
+      if (c->niov > 0) {
+        *err = "indirect descriptor inside a chain";
+        return -1;
+      }
+      return walk_indirect (vr, mem, &d, c, &budget, err);
+    }
+    if (add_buffer (mem, &d, c, err) == -1)
+      return -1;
+    if (!(d.flags & VRING_DESC_F_NEXT))
+      return 0;
+    if (d.next >= vr->num) {
+      *err = "descriptor index out of range";
+      return -1;
+    }
+  }
+}
+
+int
 vring_pop (struct ring *vr, const struct memtable *mem, struct chain *c,
            const char **err)
 {
-  uint16_t avail_idx = vring_avail_idx (vr);
-  unsigned i, budget = vr->num;
-  struct vring_desc d;
+  uint16_t avail_idx = vring_avail_idx (vr), head;
 
   if (avail_idx == vr->last_avail_idx)
     return 0;
@@ -154,37 +195,11 @@ vring_pop (struct ring *vr, const struct memtable *mem, struct chain *c,
     *err = "avail index moved further than the ring size";
     return -1;
   }
-  c->head = le16toh (__atomic_load_n
-                     (&vr->avail->ring[vr->last_avail_idx & (vr->num - 1)],
-                      __ATOMIC_RELAXED));
-  if (c->head >= vr->num) {
-    *err = "avail ring holds a head outside the ring";
+  head = le16toh (__atomic_load_n
+                  (&vr->avail->ring[vr->last_avail_idx & (vr->num - 1)],
+                   __ATOMIC_RELAXED));
+  if (vring_walk (vr, mem, head, c, err) == -1)
     return -1;
-  }
-  c->niov = c->nout = 0;
-  for (i = c->head;; i = d.next) {
-    if (budget-- == 0) {
-      *err = "looped descriptor chain";
-      return -1;
-    }
-    read_desc (vr->desc, i, &d);
-    if (d.flags & VRING_DESC_F_INDIRECT) {
-      if (c->niov > 0 || walk_indirect (vr, mem, &d, c, &budget, err) == -1) {
-        if (c->niov > 0)
-          *err = "indirect descriptor inside a chain";
-        return -1;
-      }
-      break;
-    }
-    if (add_buffer (mem, &d, c, err) == -1)
-      return -1;
-    if (!(d.flags & VRING_DESC_F_NEXT))
-      break;
-    if (d.next >= vr->num) {
-      *err = "descriptor index out of range";
-      return -1;
-    }
-  }
   vr->last_avail_idx++;
   return 1;
 }

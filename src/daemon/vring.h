@@ -46,6 +46,14 @@ int vring_setup (struct ring *vr, const struct memtable *mem, unsigned num,
 int vring_pop (struct ring *vr, const struct memtable *mem, struct chain *c,
                const char **err);
 
+/* Walks the chain starting at head (resubmission after a restart:
+ * the chain is stable until head appears in the used ring). */
+int vring_walk (struct ring *vr, const struct memtable *mem, uint16_t head,
+                struct chain *c, const char **err);
+
+/* The used index the guest sees (acquire). */
+uint16_t vring_used_idx (const struct ring *vr);
+
 /* Writes a used element (not yet visible to the guest). */
 void vring_push (struct ring *vr, uint16_t head, uint32_t len);
 
