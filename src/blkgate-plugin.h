@@ -59,16 +59,19 @@ struct blkgate_plugin {
   int _api_version;
   int _thread_model;
 
-  /* Metadata.  name is required: lower case, [a-z0-9_]. */
+  /* Metadata.  name is required: lower case, [a-z0-9_-]. */
   const char *name;
   const char *longname;
   const char *version;
   const char *description;
 
   /* Lifecycle, called on the main thread in this order:
-   * load, config (once per KEY=VALUE), config_complete, then open/close
-   * per front-end connection, and unload at exit.  Return 0 on success,
-   * -1 after calling blkgate_error. */
+   * load, config (once per KEY=VALUE), config_complete, open (once, at
+   * start-up, before the socket listens, so errors stop the daemon
+   * before it detaches), close and unload at exit.  The one handle
+   * serves every front-end connection, so a reconnecting front-end sees
+   * the same capabilities.  Return 0 on success, -1 after calling
+   * blkgate_error. */
   void (*load) (void);
   void (*unload) (void);
   int (*config) (const char *key, const char *value);
@@ -77,7 +80,7 @@ struct blkgate_plugin {
   const char *magic_config_key; /* a bare VALUE means MAGIC=VALUE */
   void (*dump_plugin) (void);   /* extra key=value lines for --dump-plugin */
 
-  /* Per connection.  open returns a handle (never NULL on success). */
+  /* open returns a handle (never NULL on success). */
   void *(*open) (int readonly);
   void (*close) (void *handle);
 
@@ -92,7 +95,7 @@ struct blkgate_plugin {
   int (*can_trim) (void *handle);
   int (*can_zero) (void *handle);
   int (*can_fua) (void *handle);
-  int (*max_queues) (void *handle); /* queues the device may offer; 0 = any */
+  int (*max_queues) (void *handle); /* caps --num-queues; 0 = no limit */
 
   /* Synchronous data calls, run on the core's worker threads under
    * _thread_model.  The iovecs point into guest memory: read or fill
@@ -107,8 +110,10 @@ struct blkgate_plugin {
   int (*zero) (void *handle, uint64_t offset, uint64_t count, uint32_t flags);
 
   /* Asynchronous mode: a plugin that sets queue_open is async.  Each
-   * started virtqueue gets its own queue context, used only on that
-   * queue's thread.  The core polls get_fd (if it returns >= 0) for
+   * started virtqueue gets its own queue context.  queue_open and
+   * queue_close are called on the main thread while that queue's thread
+   * is not running; every other callback for the context is called on
+   * the queue's thread.  The core polls get_fd (if it returns >= 0) for
    * the events in *events (POLLIN/POLLOUT, re-read before every wait)
    * and calls poll when they fire.  submit is called after a batch of
    * aio_* calls so the plugin can push them out together.
@@ -146,10 +151,11 @@ extern void blkgate_error (const char *fmt, ...)
 /* Debug message, printed only with -v.  errno is preserved. */
 extern void blkgate_debug (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
-/* Parse "512", "4k", "1M", "1G", "1T" (powers of 1024); -1 on error
- * (after blkgate_error). */
+/* Parse "512", "4k", "1M", "1G", "1T", "1P", also "1GB"/"1GiB"
+ * (powers of 1024); -1 on error (after blkgate_error). */
 extern int64_t blkgate_parse_size (const char *str);
-/* Parse on/off, yes/no, true/false, 1/0; -1 on error. */
+/* Parse on/off, yes/no, true/false, 1/0; -1 on error (after
+ * blkgate_error). */
 extern int blkgate_parse_bool (const char *str);
 /* Complete an async request: err is 0 or a positive errno. */
 extern void blkgate_complete (struct blkgate_request *req, int err);

@@ -37,7 +37,8 @@ read_caps (struct backend *be, bool readonly)
   struct blk_dev *d = &be->dev;
   int64_t size = p->get_size (be->handle);
   int bs = p->block_size ? p->block_size (be->handle) : 512;
-  int w = cap (p->can_write, be->handle, p->pwritev || p->aio_pwritev);
+  bool wr = be->async ? p->aio_pwritev != NULL : p->pwritev != NULL;
+  int w = cap (p->can_write, be->handle, wr);
   int f = cap (p->can_flush, be->handle, p->flush || p->aio_flush);
   int t = cap (p->can_trim, be->handle, p->trim || p->aio_trim);
   int z = cap (p->can_zero, be->handle, p->zero || p->aio_zero);
@@ -57,10 +58,13 @@ read_caps (struct backend *be, bool readonly)
                   (long long) (size % bs));
   d->size = size - size % bs;
   d->blk_size = bs;
-  d->readonly = readonly || !w;
-  d->can_flush = f && (p->flush || p->aio_flush);
-  d->can_discard = t && (p->trim || p->aio_trim) && !d->readonly;
-  d->can_zero = z && (p->zero || p->aio_zero) && !d->readonly;
+  /* A capability needs the data call of the plugin's own mode. */
+  d->readonly = readonly || !w || !wr;
+  d->can_flush = f && (be->async ? p->aio_flush != NULL : p->flush != NULL);
+  d->can_discard = t && !d->readonly &&
+    (be->async ? p->aio_trim != NULL : p->trim != NULL);
+  d->can_zero = z && !d->readonly &&
+    (be->async ? p->aio_zero != NULL : p->zero != NULL);
   d->zero_may_unmap = d->can_discard;
   d->wce = d->can_flush;
   d->max_discard_sectors = MAX_DISCARD_SECTORS;
@@ -84,8 +88,12 @@ backend_open (struct backend *be, struct plugin *pl, bool readonly,
   be->handle = p->open (readonly);
   if (be->handle == NULL)
     return -1;
-  if (read_caps (be, readonly) == -1)
+  if (read_caps (be, readonly) == -1) {
+    if (p->close)
+      p->close (be->handle);
+    be->handle = NULL;
     return -1;
+  }
   strncpy (be->dev.serial, serial ? serial : "", BLK_ID_BYTES);
   debug ("%s: size %llu, block size %u, %s%s%s%s%s", p->name,
          (unsigned long long) be->dev.size, be->dev.blk_size,

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <glib.h>
 
 #include "device.h"
 #include "log.h"
@@ -89,20 +90,24 @@ device_free (struct device *dev)
   free (dev);
 }
 
+/* One deadline for all queues: each waits only for what is left. */
 bool
 device_quiesce_for_exit (struct device *dev, int timeout_ms)
 {
+  gint64 deadline = g_get_monotonic_time () + (gint64) timeout_ms * 1000;
   bool all = true;
   unsigned i;
 
-  for (i = 0; i < dev->nqueues; i++)
-    if (dev->queues[i] && !queue_quiesce_for_exit (dev->queues[i],
-                                                   timeout_ms)) {
+  for (i = 0; i < dev->nqueues; i++) {
+    gint64 left = (deadline - g_get_monotonic_time ()) / 1000;
+    if (dev->queues[i] &&
+        !queue_quiesce_for_exit (dev->queues[i], left > 0 ? left : 0)) {
       blkgate_info ("queue %u: %u requests still in flight at exit; they "
                     "stay recorded for the next blkgate", i,
                     dev->queues[i]->inflight);
       all = false;
     }
+  }
   return all;
 }
 

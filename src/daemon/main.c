@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <glib.h>
 #include <glib-unix.h>
@@ -290,6 +291,20 @@ start_run (const char *socket)
   return 0;
 }
 
+/* The path of an inherited socket, for --run's $socket. */
+static void
+socket_path_of_fd (int fd)
+{
+  struct sockaddr_un sa;
+  socklen_t len = sizeof sa;
+
+  if (opt.socket == NULL &&
+      getsockname (fd, (struct sockaddr *) &sa, &len) == 0 &&
+      sa.sun_family == AF_UNIX && len > sizeof sa.sun_family &&
+      sa.sun_path[0])
+    opt.socket = g_strndup (sa.sun_path, len - sizeof sa.sun_family);
+}
+
 /* The socket: inherited (--fd), a path (-s), or for --run alone a
  * private one in a temporary directory. */
 static int
@@ -303,6 +318,7 @@ open_socket (void)
       blkgate_error ("--fd %d is not a stream socket", opt.fd);
       return -1;
     }
+    socket_path_of_fd (opt.fd);
     return opt.fd;
   }
   if (opt.socket == NULL && opt.run) {
@@ -328,6 +344,39 @@ cleanup_files (void)
     g_rmdir (run_tmpdir);
 }
 
+/* --num-queues, capped by what the plugin can serve. */
+static unsigned
+queue_count (const struct backend *be)
+{
+  unsigned n = opt.num_queues;
+
+  if (be->max_queues && be->max_queues < n) {
+    blkgate_info ("%s serves at most %u queues: offering %u",
+                  be->pl->p.name, be->max_queues, be->max_queues);
+    n = be->max_queues;
+  }
+  return n;
+}
+
+/* Paths are used again after daemonizing (chdir /): make them
+ * absolute first. */
+static void
+absolute_paths (void)
+{
+  char *p;
+
+  if (opt.socket && !g_path_is_absolute (opt.socket)) {
+    p = g_canonicalize_filename (opt.socket, NULL);
+    g_free (opt.socket);
+    opt.socket = p;
+  }
+  if (opt.pidfile && !g_path_is_absolute (opt.pidfile)) {
+    p = g_canonicalize_filename (opt.pidfile, NULL);
+    g_free (opt.pidfile);
+    opt.pidfile = p;
+  }
+}
+
 static int
 serve (struct backend *be)
 {
@@ -346,8 +395,8 @@ serve (struct backend *be)
   loop = g_main_loop_new (NULL, FALSE);
   g_unix_signal_add (SIGTERM, on_signal, "SIGTERM");
   g_unix_signal_add (SIGINT, on_signal, "SIGINT");
-  server_start (fd, be, opt.num_queues);
-  if (opt.run && start_run (opt.socket) == -1)
+  server_start (fd, be, queue_count (be));
+  if (opt.run && start_run (opt.socket ? opt.socket : "") == -1)
     exit_status = 1;
   else
     g_main_loop_run (loop);
@@ -378,6 +427,7 @@ main (int argc, char **argv)
     print_capabilities ();
     return 0;
   }
+  absolute_paths ();
   r = setup_plugin (&pl);
   if (r != 0) {
     plugin_unload (&pl);

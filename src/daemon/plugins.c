@@ -147,6 +147,7 @@ plugin_load (struct plugin *pl, const char *name)
     return -1;
   if (pl->p.load)
     pl->p.load ();
+  pl->loaded = true;
   debug ("loaded plugin %s from %s", pl->p.name, pl->path);
   return 0;
 }
@@ -155,7 +156,7 @@ void
 plugin_unload (struct plugin *pl)
 {
   if (pl->dl) {
-    if (pl->p.unload)
+    if (pl->loaded && pl->p.unload)
       pl->p.unload ();
     dlclose (pl->dl);
   }

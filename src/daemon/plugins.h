@@ -3,6 +3,8 @@
 #ifndef BLKGATE_PLUGINS_H
 #define BLKGATE_PLUGINS_H
 
+#include <stdbool.h>
+
 #define BLKGATE_API_VERSION 1
 #include "blkgate-plugin.h"
 
@@ -10,6 +12,7 @@ struct plugin {
   void *dl;
   char *path;
   struct blkgate_plugin p;      /* our copy, zero-extended */
+  bool loaded;                  /* load() was called */
 };
 
 /* Finds NAME (or a path) and loads it.  -1 after an error message. */
