@@ -1,0 +1,377 @@
+# Shared by every tests/test-*.bats: `load test_helper`.
+#
+# Each test gets, from blkgate_setup (run by the default setup):
+#   $tmp       a private directory for images and logs ($BATS_TEST_TMPDIR)
+#   $sock      a path for the gateway's socket, short enough for AF_UNIX
+#   $pidfile   the gateway's pidfile
+#   $gwlog     where the gateway's stderr goes
+# and blkgate_teardown (run by the default teardown) stops every gateway, daemon and guest the
+# test started.  A test file that needs its own setup or teardown calls these from it.
+#
+# Environment:
+#   BLKGATE            the program under test (default: src/blkgate of the build tree,
+#                      $abs_top_builddir if set, else the source tree)
+#   BLKGATE_GUEST_DIR  where the test guest is built and cached (~/.cache/blkgate-guest)
+#   BLKGATE_TEST_REQUIRE_ALL=1
+#                      a missing dependency or plugin fails the test instead of skipping it
+#                      (for CI, where everything must be there)
+
+bats_require_minimum_version 1.5.0
+
+top_srcdir=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+if [ -n "${abs_top_builddir:-}" ]; then
+  top_builddir=$abs_top_builddir
+elif [ -n "${BLKGATE:-}" ]; then
+  top_builddir=$(cd "$(dirname "$BLKGATE")/.." && pwd)
+else
+  top_builddir=$top_srcdir
+fi
+: "${BLKGATE:=$top_builddir/src/blkgate}"
+: "${BLKGATE_GUEST_DIR:=$HOME/.cache/blkgate-guest}"
+export BLKGATE BLKGATE_GUEST_DIR
+guest_scripts=$BATS_TEST_DIRNAME/guest
+vu_probe=$BATS_TEST_DIRNAME/vhost-user-probe.py
+
+# ---------------------------------------------------------------------------------------------
+# Per-test directory, setup and teardown
+
+setup() { blkgate_setup; }
+teardown() { blkgate_teardown; }
+
+blkgate_setup() {
+  tmp=$BATS_TEST_TMPDIR
+  own_sockdir=
+  sockdir=$tmp
+  # AF_UNIX paths hold at most 107 bytes; leave room for the names the tests use.
+  if [ ${#sockdir} -gt 80 ]; then
+    own_sockdir=$(mktemp -d /tmp/bg.XXXXXX)
+    sockdir=$own_sockdir
+  fi
+  sock=$sockdir/gw.sock
+  pidfile=$tmp/blkgate.pid
+  gwlog=$tmp/blkgate.log
+  gateway_pid=
+  mkdir -p "$tmp/.pids"
+}
+
+blkgate_teardown() {
+  local f pid rc=0
+
+  # A failed test shows the output of its last `run`.
+  if [ -z "${BATS_TEST_COMPLETED:-}" ] && [ -z "${BATS_TEST_SKIPPED:-}" ] && [ -n "${output:-}" ]; then
+    printf -- '--- output of the last command (status %s) ---\n%s\n' "${status:-}" "$output" >&2
+  fi
+  if [ -z "${BATS_TEST_COMPLETED:-}" ] && [ -z "${BATS_TEST_SKIPPED:-}" ] && [ -n "${stderr:-}" ]; then
+    printf -- '--- its stderr ---\n%s\n' "$stderr" >&2
+  fi
+
+  # Guests first: they hold connections to the servers.
+  for f in "$tmp"/.pids/guest.*; do
+    [ -e "$f" ] || continue
+    pid=${f##*.}
+    terminate "$pid" 10 || true
+    rm -f "$f"
+  done
+  for f in "$tmp"/.pids/daemon.*; do
+    [ -e "$f" ] || continue
+    terminate "$(cat "$f")" 10 || true
+    rm -f "$f"
+  done
+  for f in "$tmp"/.pids/gateway.*; do
+    [ -e "$f" ] || continue
+    pid=${f##*.}
+    if ! alive "$pid"; then
+      echo "blkgate (pid $pid) exited before the end of the test" >&2
+      rm -f "$f"
+      rc=1
+    elif ! stop_gateway "$pid"; then
+      rc=1
+    fi
+  done
+  if [ -f "$gwlog" ] && grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$gwlog"; then
+    echo "the sanitizers reported errors in $gwlog" >&2
+    rc=1
+  fi
+  if [ $rc -ne 0 ] && [ -s "$gwlog" ]; then
+    echo "--- $gwlog (last 30 lines) ---" >&2
+    tail -n 30 "$gwlog" >&2
+  fi
+  [ -z "$own_sockdir" ] || rm -rf "$own_sockdir"
+  return $rc
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+# alive PID: true while PID runs (a zombie counts as exited).
+alive() {
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# wait_gone PID SECONDS: waits for PID to exit; false if it still runs after SECONDS.
+wait_gone() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    alive "$1" || { wait "$1" 2>/dev/null; return 0; }
+    sleep 0.1
+  done
+  ! alive "$1"
+}
+
+# terminate PID SECONDS: SIGTERM, then SIGKILL after SECONDS.  False if SIGKILL was needed.
+terminate() {
+  [ -n "$1" ] || return 0
+  kill -TERM "$1" 2>/dev/null || return 0
+  wait_gone "$1" "$2" && return 0
+  kill -KILL "$1" 2>/dev/null
+  wait_gone "$1" 5
+  return 1
+}
+
+# wait_for TIMEOUT COMMAND...: runs COMMAND every 0.1 s until it succeeds; false on timeout.
+wait_for() {
+  local t=$1 i
+  shift
+  for ((i = 0; i < t * 10; i++)); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# wait_for_socket PATH [SECONDS]
+wait_for_socket() {
+  wait_for "${2:-30}" test -S "$1" || { echo "no socket at $1 after ${2:-30} s" >&2; return 1; }
+}
+
+# wait_for_log FILE REGEX [SECONDS]: waits until a line of FILE matches the extended REGEX.
+wait_for_log() {
+  wait_for "${3:-60}" grep -q -E "$2" "$1" 2>/dev/null ||
+    { echo "no line matching /$2/ in $1 after ${3:-60} s" >&2; return 1; }
+}
+
+# listens PID PATH: PID holds the listening AF_UNIX socket bound to PATH.
+listens() {
+  local inode fd
+  inode=$(awk -v p="$2" '$NF == p && $4 == "00010000" { print $7 }' /proc/net/unix | head -n 1)
+  [ -n "$inode" ] || return 1
+  for fd in /proc/"$1"/fd/*; do
+    [ "$(readlink "$fd")" = "socket:[$inode]" ] && return 0
+  done
+  return 1
+}
+
+# processes_with STRING: the pids of the processes whose command line contains STRING.
+processes_with() {
+  local f args
+  for f in /proc/[0-9]*/cmdline; do
+    mapfile -d '' args < "$f" 2>/dev/null || continue
+    [[ " ${args[*]} " == *"$1"* ]] && { f=${f#/proc/}; echo "${f%/cmdline}"; }
+  done
+  return 0
+}
+
+# start_gateway [ARGS...]: runs "$BLKGATE -P $pidfile -s $sock ARGS...", waits up to 30 s for
+# the pidfile, and sets $gateway_pid.  Without -f the gateway daemonizes; with -f it is run in
+# the background.  Its stderr goes to $gwlog.  To run a second gateway, override the paths:
+#   sock=$sockdir/b.sock pidfile=$tmp/b.pid start_gateway ...
+start_gateway() {
+  local a i fg='' child='' status
+
+  requires_blkgate
+  for a; do
+    case $a in -f|--foreground) fg=1 ;; esac
+  done
+  rm -f "$pidfile"
+  echo "# blkgate -P $pidfile -s $sock $*" >> "$gwlog"
+  if [ -n "$fg" ]; then
+    "$BLKGATE" -P "$pidfile" -s "$sock" "$@" </dev/null >>"$gwlog" 2>&1 3>&- &
+    child=$!
+  else
+    status=0
+    "$BLKGATE" -P "$pidfile" -s "$sock" "$@" </dev/null >>"$gwlog" 2>&1 3>&- || status=$?
+    if [ $status -ne 0 ]; then
+      echo "blkgate exited with status $status:" >&2
+      cat "$gwlog" >&2
+      return 1
+    fi
+  fi
+  for ((i = 0; i < 300; i++)); do
+    grep -q -x '[0-9][0-9]*' "$pidfile" 2>/dev/null && break
+    if [ -n "$child" ] && ! alive "$child"; then
+      status=0
+      wait "$child" || status=$?
+      echo "blkgate exited with status $status:" >&2
+      cat "$gwlog" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  if [ $i -eq 300 ]; then
+    echo "blkgate wrote no pidfile ($pidfile) within 30 s:" >&2
+    cat "$gwlog" >&2
+    [ -z "$child" ] || terminate "$child" 5 || true
+    return 1
+  fi
+  gateway_pid=$(cat "$pidfile")
+  touch "$tmp/.pids/gateway.$gateway_pid"
+}
+
+# stop_gateway [PID]: SIGTERM; fails if the gateway is still there 10 s later (it is then
+# killed with SIGKILL).
+stop_gateway() {
+  local pid=${1:-$gateway_pid}
+  [ -n "$pid" ] || { echo "stop_gateway: no gateway" >&2; return 1; }
+  rm -f "$tmp/.pids/gateway.$pid"
+  if ! terminate "$pid" 10; then
+    echo "blkgate (pid $pid) did not exit within 10 s of SIGTERM; killed it" >&2
+    return 1
+  fi
+}
+
+# kill_gateway SIGNAL [PID]: for tests that kill the gateway on purpose.
+kill_gateway() {
+  local pid=${2:-$gateway_pid}
+  rm -f "$tmp/.pids/gateway.$pid"
+  kill -"$1" "$pid"
+  wait_gone "$pid" 10
+}
+
+# start_daemon NAME COMMAND...: runs another server (qemu-storage-daemon, nbdkit, ...) in the
+# background, output in $tmp/NAME.log, pid in $tmp/.pids/daemon.NAME; stopped by teardown or
+# stop_daemon NAME.  COMMAND must not daemonize.
+start_daemon() {
+  local name=$1
+  shift
+  "$@" </dev/null >"$tmp/$name.log" 2>&1 3>&- &
+  echo $! > "$tmp/.pids/daemon.$name"
+}
+
+stop_daemon() {
+  local f=$tmp/.pids/daemon.$1
+  [ -e "$f" ] || return 0
+  terminate "$(cat "$f")" 10 || true
+  rm -f "$f"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies
+
+# missing MESSAGE: skips the test, or fails it under BLKGATE_TEST_REQUIRE_ALL=1.
+missing() {
+  if [ "${BLKGATE_TEST_REQUIRE_ALL:-0}" = 1 ]; then
+    echo "$1 (and BLKGATE_TEST_REQUIRE_ALL=1)" >&2
+    return 1
+  fi
+  skip "$1"
+}
+
+# requires COMMAND...: each COMMAND must be installed.
+requires() {
+  local c
+  for c; do
+    command -v "$c" >/dev/null 2>&1 || { missing "$c is not installed" || return 1; }
+  done
+}
+
+# requires_blkgate: the program under test must exist; a missing one is a failure.
+requires_blkgate() {
+  [ -x "$BLKGATE" ] && return 0
+  echo "$BLKGATE does not exist: build it first (make), or set BLKGATE" >&2
+  return 1
+}
+
+# requires_plugin NAME: the plugin must be built.  Plugins have optional dependencies
+# (liburing for file, ...), so one that was not built skips its tests.
+requires_plugin() {
+  local dir=$top_builddir/plugins/$1
+  requires_blkgate
+  if [ -d "$dir" ] && [ -n "$(find "$dir" -name '*.so' 2>/dev/null | head -n 1)" ]; then
+    return 0
+  fi
+  "$BLKGATE" --dump-plugin "$1" >/dev/null 2>&1 || missing "the $1 plugin is not built"
+}
+
+# requires_punch_hole DIR: the file system of DIR can punch holes (for discard tests).
+requires_punch_hole() {
+  local f
+  f=$(mktemp "$1/.punch.XXXXXX")
+  dd if=/dev/zero of="$f" bs=64k count=4 status=none
+  fallocate -p -o 64k -l 64k "$f" 2>/dev/null ||
+    { rm -f "$f"; missing "$1 cannot punch holes" || return 1; }
+  rm -f "$f"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Guests
+
+# guest_run [RUN-GUEST OPTIONS] SOCKET... COMMAND: boots the test guest against the sockets,
+# runs COMMAND in it, prints its output and returns its exit status (see guest/run-guest.sh;
+# the console log is kept in $tmp/guest.*.log).  Call guest_ready first (in setup): under
+# `run`, a skip would not skip the test.
+guest_run() {
+  local log
+  guest_ready || return 125
+  log=$(mktemp "$tmp/guest.XXXXXX.log")
+  "$guest_scripts/run-guest.sh" -g "$BLKGATE_GUEST_DIR" -l "$log" "$@" 3>&-
+}
+
+# guest_start NAME [RUN-GUEST OPTIONS] SOCKET... COMMAND: the same in the background.  The
+# console log is $tmp/NAME.log (wait_for_log on it to follow the command); guest_wait NAME
+# returns the command's status and leaves its output in $tmp/NAME.out.
+guest_start() {
+  local name=$1 pid
+  shift
+  guest_ready
+  "$guest_scripts/run-guest.sh" -g "$BLKGATE_GUEST_DIR" -l "$tmp/$name.log" "$@" \
+    </dev/null >"$tmp/$name.out" 2>&1 3>&- &
+  pid=$!
+  echo "$pid" > "$tmp/$name.pid"
+  touch "$tmp/.pids/guest.$pid"
+}
+
+guest_wait() {
+  local pid status=0
+  pid=$(cat "$tmp/$1.pid")
+  wait "$pid" || status=$?
+  rm -f "$tmp/.pids/guest.$pid"
+  return $status
+}
+
+# guest_ready: QEMU is installed (else the test is skipped) and the guest is built (checked
+# once per bats run; build-guest.sh does nothing when its cache is current).
+guest_ready() {
+  local mark=$BATS_RUN_TMPDIR/guest-ready
+  requires qemu-system-x86_64
+  [ -e "$mark" ] && return 0
+  "$guest_scripts/build-guest.sh" "$BLKGATE_GUEST_DIR" 3>&- ||
+    { echo "could not build the test guest in $BLKGATE_GUEST_DIR" >&2; return 1; }
+  touch "$mark"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+# sha256_range FILE OFFSET LENGTH: the SHA-256 of LENGTH bytes of FILE at OFFSET.
+sha256_range() {
+  dd if="$1" iflag=skip_bytes,count_bytes skip="$2" count="$3" bs=1M status=none |
+    sha256sum | cut -d' ' -f1
+}
+
+# sha256_zeros LENGTH: the SHA-256 of LENGTH zero bytes.
+sha256_zeros() {
+  head -c "$1" /dev/zero | sha256sum | cut -d' ' -f1
+}
+
+# random_at FILE OFFSET LENGTH: writes LENGTH random bytes into FILE at OFFSET.
+random_at() {
+  head -c "$3" /dev/urandom |
+    dd of="$1" oflag=seek_bytes seek="$2" bs=1M conv=notrunc iflag=fullblock status=none
+}
+
+# allocated_bytes FILE: the space FILE occupies on disk.
+allocated_bytes() {
+  echo $(( $(stat -c '%b * %B' "$1") ))
+}

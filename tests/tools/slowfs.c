@@ -1,0 +1,143 @@
+/* slowfs: a FUSE filesystem with one file, "disk", passed through to a
+ * backing file, where every read and write first sleeps a random time.
+ * Served by several threads, so requests complete out of order: the
+ * condition under which a gateway restart without inflight tracking
+ * loses or misplaces requests (see tests/test-restart-*.bats).
+ *
+ *   slowfs BACKING MOUNTPOINT [MAX_DELAY_US] [-- fuse options]
+ *
+ * Thread model: libfuse's multithreaded loop calls the handlers below
+ * from several threads; they share only the read-only backing fd. */
+
+#define FUSE_USE_VERSION 31
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+static int backing_fd = -1;
+static unsigned max_delay_us = 2000;
+
+static void
+random_sleep (void)
+{
+  static __thread unsigned seed;
+  struct timespec ts;
+
+  if (seed == 0)
+    seed = (unsigned) (uintptr_t) &seed ^ (unsigned) time (NULL);
+  if (max_delay_us == 0)
+    return;
+  ts.tv_sec = 0;
+  ts.tv_nsec = (long) (rand_r (&seed) % max_delay_us) * 1000;
+  nanosleep (&ts, NULL);
+}
+
+static int
+sfs_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+  memset (st, 0, sizeof *st);
+  if (strcmp (path, "/") == 0) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    return 0;
+  }
+  if (strcmp (path, "/disk") != 0)
+    return -ENOENT;
+  if (fstat (backing_fd, st) == -1)
+    return -errno;
+  st->st_mode = S_IFREG | 0600;
+  return 0;
+}
+
+static int
+sfs_readdir (const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
+             struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+  if (strcmp (path, "/") != 0)
+    return -ENOENT;
+  fill (buf, ".", NULL, 0, 0);
+  fill (buf, "..", NULL, 0, 0);
+  fill (buf, "disk", NULL, 0, 0);
+  return 0;
+}
+
+static int
+sfs_open (const char *path, struct fuse_file_info *fi)
+{
+  return strcmp (path, "/disk") == 0 ? 0 : -ENOENT;
+}
+
+static int
+sfs_read (const char *path, char *buf, size_t size, off_t off,
+          struct fuse_file_info *fi)
+{
+  ssize_t r;
+
+  random_sleep ();
+  r = pread (backing_fd, buf, size, off);
+  return r == -1 ? -errno : (int) r;
+}
+
+static int
+sfs_write (const char *path, const char *buf, size_t size, off_t off,
+           struct fuse_file_info *fi)
+{
+  ssize_t r;
+
+  random_sleep ();
+  r = pwrite (backing_fd, buf, size, off);
+  return r == -1 ? -errno : (int) r;
+}
+
+static int
+sfs_fsync (const char *path, int datasync, struct fuse_file_info *fi)
+{
+  return fdatasync (backing_fd) == -1 ? -errno : 0;
+}
+
+static const struct fuse_operations ops = {
+  .getattr = sfs_getattr,
+  .readdir = sfs_readdir,
+  .open = sfs_open,
+  .read = sfs_read,
+  .write = sfs_write,
+  .fsync = sfs_fsync,
+};
+
+int
+main (int argc, char **argv)
+{
+  char *fargv[16];
+  int fargc = 0, i;
+
+  if (argc < 3) {
+    fprintf (stderr, "usage: slowfs BACKING MOUNTPOINT [MAX_DELAY_US] "
+             "[-- fuse options]\n");
+    return 2;
+  }
+  backing_fd = open (argv[1], O_RDWR | O_CLOEXEC);
+  if (backing_fd == -1) {
+    perror (argv[1]);
+    return 1;
+  }
+  if (argc > 3 && strcmp (argv[3], "--") != 0)
+    max_delay_us = strtoul (argv[3], NULL, 10);
+  fargv[fargc++] = argv[0];
+  fargv[fargc++] = argv[2];
+  fargv[fargc++] = "-f";
+  fargv[fargc++] = "-o";
+  fargv[fargc++] = "max_threads=16";
+  for (i = 3; i < argc && fargc < 15; i++)
+    if (strcmp (argv[i], "--") == 0)
+      while (++i < argc && fargc < 15)
+        fargv[fargc++] = argv[i];
+  fargv[fargc] = NULL;
+  return fuse_main (fargc, fargv, &ops, NULL);
+}
