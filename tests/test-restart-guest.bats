@@ -57,7 +57,9 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 
     kill_gateway KILL
     start_gateway file file="$mnt/disk"
   done
-  run guest_wait g
+  local status=0
+  guest_wait g || status=$?     # not under run: the guest is a child of this shell
+  output=$(cat "$tmp/g.out")
   echo "$output"
   [ "$status" -eq 0 ]
   [[ "$output" == *"fio=0"* ]]
@@ -79,7 +81,9 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 
     stop_gateway
     start_gateway file file="$mnt/disk"
   done
-  run guest_wait g
+  local status=0
+  guest_wait g || status=$?     # not under run: the guest is a child of this shell
+  output=$(cat "$tmp/g.out")
   echo "$output"
   [ "$status" -eq 0 ]
   [[ "$output" == *"fio=0"* ]]

@@ -114,7 +114,7 @@ alive() {
 wait_gone() {
   local i
   for ((i = 0; i < $2 * 10; i++)); do
-    alive "$1" || { wait "$1" 2>/dev/null; return 0; }
+    alive "$1" || { wait "$1" 2>/dev/null || true; return 0; }
     sleep 0.1
   done
   ! alive "$1"
