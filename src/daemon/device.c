@@ -9,6 +9,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,17 +379,40 @@ h_get_vring_base (struct device *dev, struct vu_msg *msg)
     ? H_REPLIED : H_FAIL;
 }
 
-/* Takes the fd of a SET_VRING_KICK/CALL/ERR message (-1 for "no fd"). */
-static int
-take_vring_fd (struct vu_msg *msg)
+/* Kick, call and err fds must be eventfds: anything else (a pipe at
+ * EOF, a socket) could spin or block a queue thread.  We make them
+ * non-blocking so a saturated counter cannot block us either. */
+static bool
+is_eventfd (int fd)
 {
-  int fd = -1;
+  char link[64], target[64];
+  ssize_t n;
 
-  if (!(msg->payload.u64 & VU_VRING_NOFD_MASK)) {
-    fd = msg->fds[0];
-    msg->fds[0] = -1;
+  snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
+  n = readlink (link, target, sizeof target - 1);
+  if (n <= 0)
+    return false;
+  target[n] = '\0';
+  return strcmp (target, "anon_inode:[eventfd]") == 0;
+}
+
+/* Takes the fd of a SET_VRING_KICK/CALL/ERR message: *fd is -1 for
+ * "no fd".  -1 if the fd is not an eventfd. */
+static int
+take_vring_fd (struct vu_msg *msg, int *fd)
+{
+  *fd = -1;
+  if (msg->payload.u64 & VU_VRING_NOFD_MASK)
+    return 0;
+  if (!is_eventfd (msg->fds[0])) {
+    blkgate_error ("%s: the fd is not an eventfd",
+                   vu_request_name (msg->hdr.request));
+    return -1;
   }
-  return fd;
+  *fd = msg->fds[0];
+  msg->fds[0] = -1;
+  fcntl (*fd, F_SETFL, fcntl (*fd, F_GETFL) | O_NONBLOCK);
+  return 0;
 }
 
 static int
@@ -404,12 +429,13 @@ h_set_vring_kick (struct device *dev, struct vu_msg *msg)
                    q->index);
     return H_FAIL;
   }
-  fd = take_vring_fd (msg);
+  if (take_vring_fd (msg, &fd) == -1)
+    return H_FAIL;
   if (q->running) {
     queue_set_kick_fd (q, fd);
     return H_OK;
   }
-  q->kick_fd = fd;
+  queue_set_kick_fd (q, fd);     /* not running: closes an earlier fd */
   if (queue_start (q, dev->mem, &dev->blk, &dev->inflight, &err) == -1) {
     blkgate_error ("queue %u: %s", q->index, err);
     return H_FAIL;
@@ -421,10 +447,11 @@ static int
 h_set_vring_call (struct device *dev, struct vu_msg *msg)
 {
   struct queue *q = get_queue (dev, msg->payload.u64 & VU_VRING_IDX_MASK);
+  int fd;
 
-  if (q == NULL)
+  if (q == NULL || take_vring_fd (msg, &fd) == -1)
     return H_FAIL;
-  queue_set_call_fd (q, take_vring_fd (msg));
+  queue_set_call_fd (q, fd);
   return H_OK;
 }
 
@@ -432,10 +459,11 @@ static int
 h_set_vring_err (struct device *dev, struct vu_msg *msg)
 {
   struct queue *q = get_queue (dev, msg->payload.u64 & VU_VRING_IDX_MASK);
+  int fd;
 
-  if (q == NULL)
+  if (q == NULL || take_vring_fd (msg, &fd) == -1)
     return H_FAIL;
-  queue_set_err_fd (q, take_vring_fd (msg));
+  queue_set_err_fd (q, fd);
   return H_OK;
 }
 
@@ -545,8 +573,8 @@ h_set_inflight_fd (struct device *dev, struct vu_msg *msg)
     blkgate_error ("SET_INFLIGHT_FD: refusing the region: %s", err);
     return H_FAIL;
   }
-  debug ("inflight region: %u queues of %u", dev->inflight.hdr->num_queues,
-         dev->inflight.hdr->queue_size);
+  debug ("inflight region: %u queues of %u", dev->inflight.num_queues,
+         dev->inflight.queue_size);
   return H_OK;
 }
 

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "inflight.h"
 #include "utils.h"
@@ -106,11 +107,18 @@ int
 inflight_map (struct inflight_region *r, int fd, uint64_t size,
               uint64_t offset, const char **err)
 {
+  struct inflight_header h;
+  struct stat st;
   void *p;
 
-  if (size < sizeof (struct inflight_header) || size > (1u << 30) ||
+  if (size < sizeof h || size > (1u << 30) ||
       !range_ok (offset, size, INT64_MAX) || offset % 4096) {
     *err = "inflight region size or offset out of range";
+    return -1;
+  }
+  if (fstat (fd, &st) == -1 || !S_ISREG (st.st_mode) ||
+      (uint64_t) st.st_size < offset + size) {
+    *err = "inflight region is larger than its file";
     return -1;
   }
   p = mmap (NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
@@ -118,14 +126,18 @@ inflight_map (struct inflight_region *r, int fd, uint64_t size,
     *err = "cannot map the inflight region";
     return -1;
   }
-  if (check_header (p, size, err) == -1) {
+  memcpy (&h, p, sizeof h);
+  if (check_header (&h, size, err) == -1) {
     munmap (p, size);
     return -1;
   }
   inflight_unmap (r);
   r->addr = p;
   r->size = size;
-  r->hdr = p;
+  r->header_size = h.header_size;
+  r->num_queues = h.num_queues;
+  r->queue_size = h.queue_size;
+  r->queue_stride = h.queue_stride;
   return 0;
 }
 
@@ -219,12 +231,12 @@ inflight_ring_start (struct inflight_ring *ir, struct inflight_region *r,
   memset (ir, 0, sizeof *ir);
   if (r->addr == NULL)
     return 0;
-  if (index >= r->hdr->num_queues || num > r->hdr->queue_size) {
+  if (index >= r->num_queues || num > r->queue_size) {
     *err = "ring does not fit the inflight region";
     return -1;
   }
-  q = (void *) ((char *) r->addr + r->hdr->header_size +
-                (size_t) index * r->hdr->queue_stride);
+  q = (void *) ((char *) r->addr + r->header_size +
+                (size_t) index * r->queue_stride);
   ir->q = q;
   ir->num = num;
   if (q->version == 0) {        /* fresh: nothing to recover */

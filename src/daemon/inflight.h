@@ -40,10 +40,15 @@ struct inflight_split_queue {
   struct inflight_split_desc desc[];
 };
 
+/* The header fields are copied out once they are validated: the
+ * front-end can change the shared header at any time. */
 struct inflight_region {
   void *addr;                   /* NULL: no region */
   size_t size;
-  const struct inflight_header *hdr;
+  uint32_t header_size;
+  uint16_t num_queues;
+  uint16_t queue_size;
+  uint32_t queue_stride;
 };
 
 /* GET_INFLIGHT_FD: a sealed, zeroed memfd with our header.  Returns

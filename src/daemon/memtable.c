@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "memtable.h"
 #include "utils.h"
@@ -105,12 +106,20 @@ int
 memtable_map (struct memtable *t, const struct vu_mem_region *m, int fd,
               const char **err)
 {
+  struct stat st;
   size_t len;
   void *p;
 
   if (check_region (t, m, err) == -1)
     return -1;
   len = m->mmap_offset + m->memory_size;
+  /* mmap past the end of a file succeeds and faults (SIGBUS) on first
+   * access: a region must be backed by its file when it arrives. */
+  if (fstat (fd, &st) == -1 || (S_ISREG (st.st_mode) &&
+                                (uint64_t) st.st_size < len)) {
+    *err = "memory region is larger than the file that backs it";
+    return -1;
+  }
   p = mmap (NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
             fd, 0);
   if (p == MAP_FAILED) {

@@ -126,7 +126,7 @@ walk_indirect (struct ring *vr, const struct memtable *mem,
     return -1;
   }
   for (i = 0;; i = d.next) {
-    if (seen++ >= count || (*budget)-- == 0) {
+    if (seen++ >= count) {  /* the table bounds the walk, not the ring */
       *err = "looped indirect descriptor chain";
       return -1;
     }

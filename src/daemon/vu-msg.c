@@ -122,6 +122,7 @@ vu_msg_recv (int sock, struct vu_msg *msg, const char **err)
   ssize_t r;
 
   msg->nfds = 0;
+  memset (&msg->payload, 0, sizeof msg->payload);
   do
     r = recvmsg (sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
   while (r == -1 && errno == EINTR);
