@@ -32,14 +32,13 @@ device_features (const struct backend *be)
     VU_BIT (VU_F_LOG_ALL) | VU_BIT (VU_F_PROTOCOL_FEATURES);
 }
 
-/* LOG_SHMFD is not offered until dirty logging exists: without it
- * QEMU blocks migration cleanly instead of migrating a stale disk. */
 uint64_t
 device_protocol_features (void)
 {
   return VU_BIT (VU_PF_MQ) | VU_BIT (VU_PF_REPLY_ACK) |
     VU_BIT (VU_PF_CONFIG) | VU_BIT (VU_PF_RESET_DEVICE) |
-    VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT (VU_PF_INFLIGHT_SHMFD);
+    VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT (VU_PF_INFLIGHT_SHMFD) |
+    VU_BIT (VU_PF_LOG_SHMFD);
 }
 
 struct device *
@@ -89,6 +88,10 @@ device_free (struct device *dev)
   free (dev->queues);
   memtable_free (dev->mem);
   inflight_unmap (&dev->inflight);
+  if (dev->log) {
+    dirty_log_unmap (dev->log);
+    free (dev->log);
+  }
   free (dev);
 }
 
@@ -133,6 +136,8 @@ get_queue (struct device *dev, uint32_t index)
     q->event_idx = dev->features & VU_BIT (VU_F_EVENT_IDX);
     q->indirect = dev->features & VU_BIT (VU_F_INDIRECT_DESC);
     q->enabled = !(dev->features & VU_BIT (VU_F_PROTOCOL_FEATURES));
+    if (dev->features & VU_BIT (VU_F_LOG_ALL))
+      q->log = dev->log;
     dev->queues[index] = q;
   }
   return dev->queues[index];
@@ -164,6 +169,55 @@ h_get_features (struct device *dev, struct vu_msg *msg)
   return reply_u64 (dev, msg, device_features (dev->be));
 }
 
+/* Every queue logs its guest writes while LOG_ALL is acked and a log
+ * has been given. */
+static void
+set_logging (struct device *dev)
+{
+  const struct dirty_log *log =
+    (dev->features & VU_BIT (VU_F_LOG_ALL)) ? dev->log : NULL;
+  unsigned i;
+
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i])
+      queue_set_log (dev->queues[i], log);
+}
+
+/* SET_LOG_BASE may come again mid-migration with a bigger log: the
+ * queues move to the new one before the old one is unmapped. */
+static int
+h_set_log_base (struct device *dev, struct vu_msg *msg)
+{
+  struct dirty_log *log = calloc (1, sizeof *log), *old = dev->log;
+  const char *err;
+
+  if (log == NULL ||
+      dirty_log_map (log, msg->fds[0], msg->payload.log.mmap_size,
+                     msg->payload.log.mmap_offset, &err) == -1) {
+    blkgate_error ("SET_LOG_BASE: %s", log ? err : "out of memory");
+    free (log);
+    return H_FAIL;
+  }
+  dev->log = log;
+  set_logging (dev);
+  if (old) {
+    dirty_log_unmap (old);
+    free (old);
+  }
+  debug ("dirty log: %llu bytes", (unsigned long long) log->size);
+  /* With LOG_SHMFD the front-end waits for a reply. */
+  if (dev->protocol_features & VU_BIT (VU_PF_LOG_SHMFD))
+    return reply_u64 (dev, msg, 0);
+  return H_OK;
+}
+
+/* We log into the shared bitmap only; a log eventfd is not needed. */
+static int
+h_set_log_fd (struct device *dev, struct vu_msg *msg)
+{
+  return H_OK;
+}
+
 static int
 h_set_features (struct device *dev, struct vu_msg *msg)
 {
@@ -175,11 +229,11 @@ h_set_features (struct device *dev, struct vu_msg *msg)
                    (unsigned long long) (f & ~device_features (dev->be)));
     return H_FAIL;
   }
-  if (f & VU_BIT (VU_F_LOG_ALL)) {
-    blkgate_error ("dirty logging (VHOST_F_LOG_ALL) is not supported yet");
-    return H_FAIL;
-  }
+  if ((f ^ dev->features) & VU_BIT (VU_F_LOG_ALL))
+    blkgate_info ("dirty logging %s", (f & VU_BIT (VU_F_LOG_ALL))
+                  ? "on (migration)" : "off");
   dev->features = f;
+  set_logging (dev);
   dev->features_set = true;
   for (i = 0; i < dev->nqueues; i++) {
     struct queue *q = dev->queues[i];
@@ -341,8 +395,11 @@ h_set_vring_addr (struct device *dev, struct vu_msg *msg)
       blkgate_error ("queue %u: ring moved while running", a->index);
       return H_FAIL;
     }
+    queue_set_log_addr (q, a->flags & VU_VRING_F_LOG, a->log_guest_addr);
     return H_OK;
   }
+  q->log_used = a->flags & VU_VRING_F_LOG;
+  q->log_guest_addr = a->log_guest_addr;
   q->desc_uva = a->desc_user_addr;
   q->avail_uva = a->avail_user_addr;
   q->used_uva = a->used_user_addr;
@@ -602,6 +659,8 @@ static const handler handlers[VU_REQUEST_MAX] = {
   [VU_SET_OWNER] = h_nop,
   [VU_RESET_OWNER] = h_nop,
   [VU_SET_MEM_TABLE] = h_set_mem_table,
+  [VU_SET_LOG_BASE] = h_set_log_base,
+  [VU_SET_LOG_FD] = h_set_log_fd,
   [VU_SET_VRING_NUM] = h_set_vring_num,
   [VU_SET_VRING_ADDR] = h_set_vring_addr,
   [VU_SET_VRING_BASE] = h_set_vring_base,
@@ -625,8 +684,10 @@ static const handler handlers[VU_REQUEST_MAX] = {
 
 /* Requests that always carry a reply payload of their own. */
 static bool
-has_own_reply (uint32_t req)
+has_own_reply (const struct device *dev, uint32_t req)
 {
+  if (req == VU_SET_LOG_BASE)
+    return dev->protocol_features & VU_BIT (VU_PF_LOG_SHMFD);
   switch (req) {
   case VU_GET_FEATURES: case VU_GET_PROTOCOL_FEATURES: case VU_GET_QUEUE_NUM:
   case VU_GET_MAX_MEM_SLOTS: case VU_GET_VRING_BASE: case VU_GET_CONFIG:
@@ -643,7 +704,7 @@ device_handle (struct device *dev, struct vu_msg *msg)
   uint32_t req = msg->hdr.request;
   bool ack = (msg->hdr.flags & VU_FLAG_NEED_REPLY) &&
     (dev->protocol_features & VU_BIT (VU_PF_REPLY_ACK)) &&
-    !has_own_reply (req);
+    !has_own_reply (dev, req);
   const char *err;
   int ret;
 

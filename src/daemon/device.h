@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "dirty-log.h"
 #include "inflight.h"
 #include "memtable.h"
 #include "queue.h"
@@ -24,6 +25,7 @@ struct device {
   struct queue **queues;        /* allocated when first named */
   struct blk_dev blk;           /* the backend's, with the guest's wce */
   struct inflight_region inflight;
+  struct dirty_log *log;        /* SET_LOG_BASE, or NULL */
 };
 
 struct device *device_new (struct backend *be, int sock, unsigned nqueues);

@@ -99,12 +99,29 @@ mark_broken (struct queue *q, const char *why)
     eventfd_write (q->err_fd, 1);
 }
 
+/* Logs every writable buffer of the chain (data and status byte),
+ * after we wrote it.  blk_parse took the status byte off the last
+ * piece's length. */
+static bool
+log_request (struct queue *q, const struct chain *c)
+{
+  unsigned i;
+
+  for (i = c->nout; i < c->niov; i++)
+    if (!dirty_log_mark (q->log, c->gpa[i],
+                         c->iov[i].iov_len + (i == c->niov - 1)))
+      return false;
+  return true;
+}
+
 void
 queue_request_done (struct request *r)
 {
   struct queue *q = r->q;
   uint32_t len = blk_finish (&r->blk, r->err);
 
+  if (q->log && !log_request (q, &r->chain))
+    mark_broken (q, "a guest buffer lies outside the dirty log");
   if (r->err)
     debug ("queue %u: request %u failed: %s", q->index, r->chain.head,
            strerror (r->err));
@@ -211,6 +228,8 @@ publish (struct queue *q)
   if (q->nbatch == 0)
     return;
   notify = vring_publish (&q->vr);
+  if (q->vr.log_failed && !q->broken)
+    mark_broken (q, "the used ring lies outside the dirty log");
   for (i = 0; i < q->nbatch; i++)
     inflight_done (&q->ir, q->batch[i]);
   inflight_commit (&q->ir, q->vr.used_idx);
@@ -374,6 +393,8 @@ setup_rings (struct queue *q, const struct memtable *mem, const char **err)
     return -1;
   q->vr.event_idx = q->event_idx;
   q->vr.indirect = q->indirect;
+  q->vr.log = q->log_used ? q->log : NULL;
+  q->vr.log_guest_addr = q->log_guest_addr;
   q->vr.last_avail_idx = q->base;
   q->vr.used_idx = q->vr.published_idx =
     le16toh (__atomic_load_n (&q->vr.used->idx, __ATOMIC_ACQUIRE));
@@ -581,6 +602,43 @@ void
 queue_set_wce (struct queue *q, bool wce)
 {
   queue_call (q, cmd_set_wce, &wce);
+}
+
+static void
+cmd_set_log (struct queue *q, void *arg)
+{
+  q->log = arg;
+  q->vr.log = q->log_used ? q->log : NULL;
+}
+
+void
+queue_set_log (struct queue *q, const struct dirty_log *log)
+{
+  queue_call (q, cmd_set_log, (void *) log);
+}
+
+struct log_addr {
+  bool used_flag;
+  uint64_t addr;
+};
+
+static void
+cmd_set_log_addr (struct queue *q, void *arg)
+{
+  struct log_addr *a = arg;
+
+  q->log_used = a->used_flag;
+  q->log_guest_addr = a->addr;
+  q->vr.log = q->log_used ? q->log : NULL;
+  q->vr.log_guest_addr = a->addr;
+}
+
+void
+queue_set_log_addr (struct queue *q, bool used_flag, uint64_t log_guest_addr)
+{
+  struct log_addr a = { used_flag, log_guest_addr };
+
+  queue_call (q, cmd_set_log_addr, &a);
 }
 
 static void

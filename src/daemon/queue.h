@@ -24,12 +24,15 @@ struct queue {
   uint16_t base;                /* SET_VRING_BASE */
   bool addr_set;
   bool event_idx, indirect;
+  bool log_used;                /* SET_VRING_ADDR's VHOST_VRING_F_LOG */
+  uint64_t log_guest_addr;
   int kick_fd, call_fd, err_fd;
 
   /* Shared: written by the control thread only through commands. */
   bool running;                 /* thread exists */
   bool enabled;                 /* SET_VRING_ENABLE */
   const struct memtable *mem;
+  const struct dirty_log *log;  /* LOG_ALL on: log guest writes here */
   struct blk_dev blk;
 
   /* Thread and command hand-off. */
@@ -83,6 +86,11 @@ void queue_set_call_fd (struct queue *q, int fd);
 void queue_set_kick_fd (struct queue *q, int fd);
 void queue_set_err_fd (struct queue *q, int fd);
 void queue_set_wce (struct queue *q, bool wce);
+/* Dirty logging: log is NULL when off.  The used ring is logged when
+ * used_flag is set, at log_guest_addr. */
+void queue_set_log (struct queue *q, const struct dirty_log *log);
+void queue_set_log_addr (struct queue *q, bool used_flag,
+                         uint64_t log_guest_addr);
 
 /* Memory table change while running: pause waits until nothing is in
  * flight; resume re-translates the rings through the new table. */

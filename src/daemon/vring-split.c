@@ -204,14 +204,27 @@ vring_pop (struct ring *vr, const struct memtable *mem, struct chain *c,
   return 1;
 }
 
+/* During migration every write to the used ring is logged at its
+ * guest-physical address (log_guest_addr: the ring addresses we use
+ * are the front-end's virtual ones). */
+static void
+log_used (struct ring *vr, size_t offset, size_t len)
+{
+  if (vr->log && !dirty_log_mark (vr->log, vr->log_guest_addr + offset, len))
+    vr->log_failed = true;
+}
+
 void
 vring_push (struct ring *vr, uint16_t head, uint32_t len)
 {
-  struct vring_used_elem *e = &vr->used->ring[vr->used_idx & (vr->num - 1)];
+  unsigned slot = vr->used_idx & (vr->num - 1);
+  struct vring_used_elem *e = &vr->used->ring[slot];
 
   e->id = htole32 (head);
   e->len = htole32 (len);
   vr->used_idx++;
+  log_used (vr, offsetof (struct vring_used, ring) + sizeof *e * slot,
+            sizeof *e);
 }
 
 /* With EVENT_IDX the guest asks for an interrupt once used->idx passes
@@ -226,6 +239,7 @@ vring_publish (struct ring *vr)
     return false;
   __atomic_store_n (&vr->used->idx, htole16 (now), __ATOMIC_RELEASE);
   vr->published_idx = now;
+  log_used (vr, offsetof (struct vring_used, idx), sizeof vr->used->idx);
   __atomic_thread_fence (__ATOMIC_SEQ_CST);
   if (!vr->event_idx)
     return !(le16toh (__atomic_load_n (&vr->avail->flags, __ATOMIC_RELAXED))
@@ -249,6 +263,8 @@ vring_arm_kick (struct ring *vr)
     uint16_t *avail_event = (uint16_t *) &vr->used->ring[vr->num];
     __atomic_store_n (avail_event, htole16 (vr->last_avail_idx),
                       __ATOMIC_RELAXED);
+    log_used (vr, offsetof (struct vring_used, ring) +
+              sizeof (struct vring_used_elem) * vr->num, sizeof *avail_event);
   }
   __atomic_thread_fence (__ATOMIC_SEQ_CST);
   return vring_avail_idx (vr) != vr->last_avail_idx;

@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <linux/virtio_ring.h>
 
+#include "dirty-log.h"
 #include "memtable.h"
 
 struct ring {
@@ -22,6 +23,9 @@ struct ring {
   bool signalled_used_valid;
   bool event_idx;               /* VIRTIO_RING_F_EVENT_IDX negotiated */
   bool indirect;                /* VIRTIO_RING_F_INDIRECT_DESC negotiated */
+  const struct dirty_log *log;  /* log used-ring writes here, or NULL */
+  uint64_t log_guest_addr;      /* guest-physical address of the used ring */
+  bool log_failed;              /* a used-ring write fell outside the log */
 };
 
 /* One popped descriptor chain, translated into our address space.
