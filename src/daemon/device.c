@@ -32,28 +32,38 @@ device_features (const struct backend *be)
     VU_BIT (VU_F_LOG_ALL) | VU_BIT (VU_F_PROTOCOL_FEATURES);
 }
 
+/* GET_VRING_BASE_INFLIGHT (20) and GET_VRING_BASE_SKIP_DRAIN (23) are
+ * opt-in: a front-end that negotiates them migrates the inflight region,
+ * and a destination QEMU that does not know the migration subsection
+ * would refuse the stream. */
 uint64_t
-device_protocol_features (void)
+device_protocol_features (const struct device_config *cfg)
 {
-  return VU_BIT (VU_PF_MQ) | VU_BIT (VU_PF_REPLY_ACK) |
+  uint64_t f = VU_BIT (VU_PF_MQ) | VU_BIT (VU_PF_REPLY_ACK) |
     VU_BIT (VU_PF_CONFIG) | VU_BIT (VU_PF_RESET_DEVICE) |
     VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT (VU_PF_INFLIGHT_SHMFD) |
     VU_BIT (VU_PF_LOG_SHMFD);
+
+  if (cfg->inflight_migration)
+    f |= VU_BIT (VU_PF_GET_VRING_BASE_INFLIGHT) |
+      VU_BIT (VU_PF_GET_VRING_BASE_SKIP_DRAIN);
+  return f;
 }
 
 struct device *
-device_new (struct backend *be, int sock, unsigned nqueues)
+device_new (struct backend *be, int sock, const struct device_config *cfg)
 {
   struct device *dev = calloc (1, sizeof *dev);
 
   if (dev == NULL)
     return NULL;
   dev->be = be;
+  dev->cfg = cfg;
   dev->sock = sock;
-  dev->nqueues = nqueues;
+  dev->nqueues = cfg->nqueues;
   dev->blk = be->dev;
-  dev->blk.num_queues = nqueues;
-  dev->queues = calloc (nqueues, sizeof *dev->queues);
+  dev->blk.num_queues = cfg->nqueues;
+  dev->queues = calloc (cfg->nqueues, sizeof *dev->queues);
   dev->mem = memtable_new ();
   if (dev->queues == NULL || dev->mem == NULL) {
     device_free (dev);
@@ -250,17 +260,37 @@ h_set_features (struct device *dev, struct vu_msg *msg)
 static int
 h_get_protocol_features (struct device *dev, struct vu_msg *msg)
 {
-  return reply_u64 (dev, msg, device_protocol_features ());
+  return reply_u64 (dev, msg, device_protocol_features (dev->cfg));
+}
+
+/* Bit 20 needs 12; bit 23 needs 20 and 12. */
+static bool
+consistent_protocol_features (uint64_t f)
+{
+  const uint64_t inflight = VU_BIT (VU_PF_INFLIGHT_SHMFD);
+  const uint64_t b20 = VU_BIT (VU_PF_GET_VRING_BASE_INFLIGHT);
+  const uint64_t b23 = VU_BIT (VU_PF_GET_VRING_BASE_SKIP_DRAIN);
+
+  if ((f & b20) && !(f & inflight))
+    return false;
+  return !(f & b23) || (f & (b20 | inflight)) == (b20 | inflight);
 }
 
 static int
 h_set_protocol_features (struct device *dev, struct vu_msg *msg)
 {
-  if (msg->payload.u64 & ~device_protocol_features ()) {
+  uint64_t f = msg->payload.u64;
+
+  if (f & ~device_protocol_features (dev->cfg)) {
     blkgate_error ("front-end acked protocol features we did not offer");
     return H_FAIL;
   }
-  dev->protocol_features = msg->payload.u64;
+  if (!consistent_protocol_features (f)) {
+    blkgate_error ("front-end acked GET_VRING_BASE_INFLIGHT or _SKIP_DRAIN "
+                   "without the features they need");
+    return H_FAIL;
+  }
+  dev->protocol_features = f;
   return H_OK;
 }
 
@@ -423,15 +453,44 @@ h_set_vring_base (struct device *dev, struct vu_msg *msg)
   return H_OK;
 }
 
+/* Whether a GET_VRING_BASE (11) or GET_VRING_BASE_SKIP_DRAIN (45) asks
+ * us to suspend rather than drain:
+ *   bit 23 negotiated: 45 suspends, 11 always drains;
+ *   only bit 20: 11 with num == 1 (skip_drain) suspends, num == 0 drains;
+ *   neither: drain (every front-end before inflight migration). */
+static int
+wants_suspend (const struct device *dev, const struct vu_msg *msg)
+{
+  bool b20 = dev->protocol_features & VU_BIT (VU_PF_GET_VRING_BASE_INFLIGHT);
+  bool b23 = dev->protocol_features & VU_BIT (VU_PF_GET_VRING_BASE_SKIP_DRAIN);
+
+  if (msg->hdr.request == VU_GET_VRING_BASE_SKIP_DRAIN) {
+    if (!b23) {
+      blkgate_error ("GET_VRING_BASE_SKIP_DRAIN without it negotiated");
+      return -1;
+    }
+    return 1;
+  }
+  if (msg->payload.state.num > 1) {
+    blkgate_error ("GET_VRING_BASE with an unknown argument %u",
+                   msg->payload.state.num);
+    return -1;
+  }
+  return b20 && !b23 && msg->payload.state.num == 1;
+}
+
 static int
 h_get_vring_base (struct device *dev, struct vu_msg *msg)
 {
   struct vu_vring_state s = { .index = msg->payload.state.index };
   struct queue *q = get_queue (dev, s.index);
+  int suspend = wants_suspend (dev, msg);
 
-  if (q == NULL)
+  if (q == NULL || suspend == -1)
     return H_FAIL;
-  s.num = queue_stop (q);
+  s.num = suspend ? queue_suspend (q) : queue_stop (q);
+  debug ("queue %u: %s, next avail %u", s.index,
+         suspend ? "suspended" : "drained", s.num);
   return vu_msg_reply (dev->sock, msg, &s, sizeof s, -1) == 0
     ? H_REPLIED : H_FAIL;
 }
@@ -665,6 +724,7 @@ static const handler handlers[VU_REQUEST_MAX] = {
   [VU_SET_VRING_ADDR] = h_set_vring_addr,
   [VU_SET_VRING_BASE] = h_set_vring_base,
   [VU_GET_VRING_BASE] = h_get_vring_base,
+  [VU_GET_VRING_BASE_SKIP_DRAIN] = h_get_vring_base,
   [VU_SET_VRING_KICK] = h_set_vring_kick,
   [VU_SET_VRING_CALL] = h_set_vring_call,
   [VU_SET_VRING_ERR] = h_set_vring_err,

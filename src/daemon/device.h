@@ -14,8 +14,15 @@
 #include "queue.h"
 #include "vhost-user-proto.h"
 
+/* What the admin chose for every connection. */
+struct device_config {
+  unsigned nqueues;             /* offered (GET_QUEUE_NUM) */
+  bool inflight_migration;      /* offer GET_VRING_BASE_INFLIGHT (20, 23) */
+};
+
 struct device {
   struct backend *be;
+  const struct device_config *cfg;
   int sock;
   uint64_t features;            /* acked by the front-end */
   uint64_t protocol_features;
@@ -28,7 +35,8 @@ struct device {
   struct dirty_log *log;        /* SET_LOG_BASE, or NULL */
 };
 
-struct device *device_new (struct backend *be, int sock, unsigned nqueues);
+struct device *device_new (struct backend *be, int sock,
+                           const struct device_config *cfg);
 /* Stops every queue (draining it), unmaps guest memory, frees. */
 void device_free (struct device *dev);
 
@@ -43,6 +51,6 @@ int device_handle (struct device *dev, struct vu_msg *msg);
 
 /* The feature words we offer. */
 uint64_t device_features (const struct backend *be);
-uint64_t device_protocol_features (void);
+uint64_t device_protocol_features (const struct device_config *cfg);
 
 #endif /* BLKGATE_DEVICE_H */

@@ -50,6 +50,7 @@ static struct {
   gboolean version;
   char *blk_file;
   char *log;
+  gboolean inflight_migration;
   char **rest;
 } opt = { .fd = -1, .num_queues = DEFAULT_QUEUES };
 
@@ -92,6 +93,9 @@ static const GOptionEntry entries[] = {
     "Same as: file file=PATH (vhost-user back-end convention)", "PATH" },
   { "log", 0, 0, G_OPTION_ARG_STRING, &opt.log,
     "Where messages go: stderr (default) or syslog", "stderr|syslog" },
+  { "inflight-migration", 0, 0, G_OPTION_ARG_NONE, &opt.inflight_migration,
+    "Offer GET_VRING_BASE_INFLIGHT: requests in flight migrate with the "
+    "VM instead of being drained", NULL },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
     NULL, "PLUGIN [KEY=VALUE ...]" },
   { NULL }
@@ -395,7 +399,11 @@ serve (struct backend *be)
   loop = g_main_loop_new (NULL, FALSE);
   g_unix_signal_add (SIGTERM, on_signal, "SIGTERM");
   g_unix_signal_add (SIGINT, on_signal, "SIGINT");
-  server_start (fd, be, queue_count (be));
+  static struct device_config cfg;
+
+  cfg.nqueues = queue_count (be);
+  cfg.inflight_migration = opt.inflight_migration;
+  server_start (fd, be, &cfg);
   if (opt.run && start_run (opt.socket ? opt.socket : "") == -1)
     exit_status = 1;
   else

@@ -118,8 +118,19 @@ void
 queue_request_done (struct request *r)
 {
   struct queue *q = r->q;
-  uint32_t len = blk_finish (&r->blk, r->err);
+  uint32_t len;
 
+  if (q->suspending) {
+    /* Still in flight for the region; the destination resubmits it.
+     * A read already filled guest buffers: log them for migration. */
+    if (q->log && !log_request (q, &r->chain))
+      mark_broken (q, "a guest buffer lies outside the dirty log");
+    r->busy = false;
+    q->inflight--;
+    q->suspended++;
+    return;
+  }
+  len = blk_finish (&r->blk, r->err);
   if (q->log && !log_request (q, &r->chain))
     mark_broken (q, "a guest buffer lies outside the dirty log");
   if (r->err)
@@ -183,7 +194,7 @@ resubmit (struct queue *q)
   const char *err;
 
   while (q->recover_pos < q->nrecover && q->inflight == 0 && !q->paused &&
-         !q->broken && (q->enabled || q->stopping)) {
+         !q->broken && !q->suspending && (q->enabled || q->stopping)) {
     uint16_t head = q->recover[q->recover_pos++];
     if (vring_walk (&q->vr, q->mem, head, &q->spare, &err) == -1) {
       mark_broken (q, err);
@@ -273,8 +284,8 @@ process (struct queue *q)
   backend_queue_submit (&q->bq);
   publish (q);
   if (q->inflight == 0 &&
-      (q->paused || (q->stopping &&
-                     (q->recover_pos == q->nrecover || q->broken)))) {
+      (q->paused || (q->stopping && (q->recover_pos == q->nrecover ||
+                                     q->broken || q->suspending)))) {
     pthread_mutex_lock (&q->lock);
     q->drained = true;
     pthread_cond_broadcast (&q->cond);
@@ -441,7 +452,9 @@ queue_start (struct queue *q, const struct memtable *mem,
   if (setup_rings (q, mem, err) == -1)
     return -1;
   q->blk = *blk;
-  q->paused = q->stopping = q->broken = q->exit = q->drained = false;
+  q->paused = q->stopping = q->suspending = false;
+  q->suspended = 0;
+  q->broken = q->exit = q->drained = false;
   q->inflight = 0;
   q->nbatch = 0;
   if (alloc_requests (q) == -1) {
@@ -505,6 +518,30 @@ queue_stop (struct queue *q)
     return q->base;
   queue_call (q, cmd_stop, NULL);
   join_and_free (q);
+  return q->base;
+}
+
+/* Used entries pushed before the suspend are still published by the
+ * round that runs this command; nothing after it. */
+static void
+cmd_suspend (struct queue *q, void *arg)
+{
+  cmd_stop (q, arg);
+  q->suspending = true;
+}
+
+uint16_t
+queue_suspend (struct queue *q)
+{
+  unsigned left;
+
+  if (!q->running)
+    return q->base;
+  queue_call (q, cmd_suspend, NULL);
+  join_and_free (q);
+  left = q->suspended + (q->nrecover - q->recover_pos);
+  debug ("queue %u: suspended, %u requests left in the inflight region",
+         q->index, left);
   return q->base;
 }
 

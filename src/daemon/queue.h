@@ -58,7 +58,8 @@ struct queue {
   unsigned nbatch;
   uint16_t *recover;            /* heads to resubmit, oldest first */
   unsigned nrecover, recover_pos;
-  bool kicked, paused, stopping, broken, exit;
+  unsigned suspended;           /* requests left in flight by a suspend */
+  bool kicked, paused, stopping, suspending, broken, exit;
   int plugin_fd;
   short plugin_events;
 };
@@ -74,6 +75,14 @@ int queue_start (struct queue *q, const struct memtable *mem,
 /* Stops fetching, waits for every request in flight to complete and
  * be published, joins the thread.  Returns the next avail index. */
 uint16_t queue_stop (struct queue *q);
+
+/* Stops the queue without draining it (migration with the inflight
+ * region): nothing new is issued, calls already in the plugin finish
+ * (a write on its way is never left to land later), but unfinished
+ * requests are not completed to the guest: they stay marked in the
+ * inflight region, and no guest memory is written after this returns.
+ * Returns the next avail index, which counts them as consumed. */
+uint16_t queue_suspend (struct queue *q);
 
 /* Shutdown: stop fetching and wait up to timeout_ms for requests in
  * flight.  Returns false if some are still in flight (they stay

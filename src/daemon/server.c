@@ -26,7 +26,7 @@ static struct {
   int listen_fd;
   guint listen_watch;
   struct backend *be;
-  unsigned nqueues;
+  const struct device_config *cfg;
   struct device *dev;
   guint conn_watch;
 } srv = { .listen_fd = -1 };
@@ -146,7 +146,7 @@ on_accept (gint fd, GIOCondition cond, gpointer data)
     close (c);
     return G_SOURCE_CONTINUE;
   }
-  srv.dev = device_new (srv.be, c, srv.nqueues);
+  srv.dev = device_new (srv.be, c, srv.cfg);
   if (srv.dev == NULL) {
     blkgate_error ("out of memory for a new front-end");
     close (c);
@@ -162,11 +162,12 @@ on_accept (gint fd, GIOCondition cond, gpointer data)
 }
 
 void
-server_start (int listen_fd, struct backend *be, unsigned nqueues)
+server_start (int listen_fd, struct backend *be,
+              const struct device_config *cfg)
 {
   srv.listen_fd = listen_fd;
   srv.be = be;
-  srv.nqueues = nqueues;
+  srv.cfg = cfg;
   srv.listen_watch = g_unix_fd_add (listen_fd, G_IO_IN, on_accept, NULL);
 }
 

@@ -6,13 +6,15 @@
 #include <stdbool.h>
 
 #include "backend.h"
+#include "device.h"
 
 /* Creates a listening UNIX socket at path (mode 0600), replacing a
  * stale socket file but refusing a live one.  -1 after an error. */
 int server_listen_path (const char *path);
 
 /* Serves front-ends on listen_fd from the main loop. */
-void server_start (int listen_fd, struct backend *be, unsigned nqueues);
+void server_start (int listen_fd, struct backend *be,
+                   const struct device_config *cfg);
 /* Stops listening and drops the connection, waiting up to timeout_ms
  * for requests in flight.  Returns false when some were left (recorded
  * in the inflight region): the process must then exit without freeing
