@@ -1,0 +1,151 @@
+#!/usr/bin/env bats
+# GET_VRING_BASE: drain or suspend, per front-end generation (vhost-user-notes §2.4, §10):
+#   no bit 20 (every released QEMU, 7.2 here)  -> drain, whatever the argument
+#   bit 20 only (the skip_drain seed)           -> num == 1 suspends, num == 0 drains
+#   bits 20 + 23 (the newest revision)          -> message 45 suspends, message 11 drains
+# Suspending leaves the unfinished requests marked in the inflight region and writes no more
+# guest memory; the migration destination (a second gateway handed the region) resubmits them.
+# blkgate-io plays QEMU, since no released QEMU sends these yet.  The image sits behind slowfs
+# (random 0-20 ms per request) so that requests are really in flight when the ring stops.
+
+load test_helper
+
+setup() {
+  blkgate_setup
+  slowfs=$top_builddir/tests/slowfs
+  io=$top_builddir/src/blkgate-io
+  mnt=$tmp/mnt
+  [ -x "$io" ] || { echo "blkgate-io is not built" >&2; return 1; }
+}
+
+teardown() {
+  local rc=0
+  blkgate_teardown || rc=$?
+  if mountpoint -q "$mnt" 2>/dev/null; then
+    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
+  fi
+  return $rc
+}
+
+start_slow_image() {
+  [ -x "$slowfs" ] || missing "tests/slowfs is not built (libfuse3 missing)" || return 1
+  requires fusermount3
+  truncate -s 64M "$tmp/backing.img"
+  mkdir -p "$mnt"
+  start_daemon slowfs "$slowfs" "$tmp/backing.img" "$mnt" 20000
+  wait_for 10 test -e "$mnt/disk"
+}
+
+# A burst of 16 writes of 256 KiB, each with its own seeded pattern.
+burst() {
+  local i
+  for i in $(seq 0 15); do
+    printf -- "-c\naio-write $((i * 256))k 256k -S $((i + 1))\n"
+  done
+}
+
+verify_burst() {
+  local i
+  for i in $(seq 0 15); do
+    printf -- "-c\nverify $((i * 256))k 256k -S $((i + 1))\n"
+  done
+}
+
+# field NAME: the value of NAME=VALUE in $output's stop-queue line.
+field() {
+  sed -n "s/.*stop-queue.* $1=\([^ ]*\).*/\1/p" <<< "$output" | head -n 1
+}
+
+@test "without --inflight-migration bits 20 and 23 are not offered, and a skip_drain argument still drains" {
+  requires_plugin file
+  start_slow_image
+  start_gateway file file="$mnt/disk"
+  run -0 "$io" "$sock" -c info
+  [[ "$output" != *GET_VRING_BASE_INFLIGHT* ]]
+  mapfile -t args < <(burst)
+  run -0 "$io" --force "$sock" "${args[@]}" -c 'stop-queue 0 --skip-drain --watch 300' \
+    -c 'start-queue 0' -c wait
+  echo "$output"
+  [ "$(field drained)" = yes ]
+  [ "$(field index)" = "$(field used_idx)" ]
+}
+
+@test "bit 20 only: GET_VRING_BASE with num=1 suspends, the destination resubmits, every write lands" {
+  requires_plugin file
+  start_slow_image
+  start_gateway --inflight-migration file file="$mnt/disk"
+  sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \
+    file file="$mnt/disk"
+  # Ack everything we offer but bit 23 (the seed-series front-end).
+  local mask
+  mask=$(printf '0x%x' $(( (1 << 23) ^ 0xffffffff )))
+  mapfile -t args < <(burst)
+  mapfile -t check < <(verify_burst)
+  run -0 "$io" --inflight-migration --protocol-features "$mask" "$sockdir/gw.sock" \
+    "${args[@]}" -c "migrate $sockdir/dst.sock --skip-drain --watch 300" -c wait "${check[@]}"
+  echo "$output"
+  [[ "$output" == *"GET_VRING_BASE "*"drained=no"* ]] || [[ "$output" == *"drained=no"* ]]
+  grep -q "resubmitting" "$gwlog"
+}
+
+@test "bit 20 only: GET_VRING_BASE with num=0 drains" {
+  requires_plugin file
+  start_slow_image
+  start_gateway --inflight-migration file file="$mnt/disk"
+  local mask
+  mask=$(printf '0x%x' $(( (1 << 23) ^ 0xffffffff )))
+  mapfile -t args < <(burst)
+  run -0 "$io" --inflight-migration --protocol-features "$mask" "$sock" "${args[@]}" \
+    -c 'stop-queue 0 --watch 300' -c 'start-queue 0' -c wait
+  echo "$output"
+  [ "$(field drained)" = yes ]
+}
+
+@test "bits 20+23: message 45 suspends and writes nothing after its reply; the destination completes the rest" {
+  requires_plugin file
+  start_slow_image
+  start_gateway --inflight-migration file file="$mnt/disk"
+  sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \
+    file file="$mnt/disk"
+  mapfile -t args < <(burst)
+  mapfile -t check < <(verify_burst)
+  run -0 "$io" --inflight-migration "$sockdir/gw.sock" "${args[@]}" \
+    -c "migrate $sockdir/dst.sock --msg45 --watch 300" -c wait "${check[@]}"
+  echo "$output"
+  [[ "$output" == *"GET_VRING_BASE_SKIP_DRAIN"* ]]
+  [[ "$output" == *"drained=no"* ]]
+  # The destination found the suspended requests in the region and resubmitted them.
+  grep -q "resubmitting" "$gwlog"
+}
+
+@test "bits 20+23: message 11 always drains, even with num=1" {
+  requires_plugin file
+  start_slow_image
+  start_gateway --inflight-migration file file="$mnt/disk"
+  mapfile -t args < <(burst)
+  run -0 "$io" --inflight-migration "$sock" "${args[@]}" \
+    -c 'stop-queue 0 --skip-drain --watch 300' -c 'start-queue 0' -c wait
+  echo "$output"
+  [ "$(field drained)" = yes ]
+}
+
+@test "message 45 without bit 23 negotiated is refused and the gateway keeps serving" {
+  requires_plugin memory
+  start_gateway --inflight-migration memory size=16M
+  local mask
+  mask=$(printf '0x%x' $(( (1 << 23) ^ 0xffffffff )))
+  run "$io" --inflight-migration --force --protocol-features "$mask" "$sock" \
+    -c 'stop-queue 0 --msg45'
+  [ "$status" -ne 0 ]
+  grep -q "GET_VRING_BASE_SKIP_DRAIN without it negotiated" "$gwlog"
+  run -0 "$io" "$sock" -c 'write 0 4k -P 0x5a' -c 'verify 0 4k -P 0x5a'
+}
+
+@test "a front-end acking bit 23 without bit 20 is refused" {
+  requires_plugin memory
+  start_gateway --inflight-migration memory size=16M
+  # SET_PROTOCOL_FEATURES with INFLIGHT_SHMFD and bit 23 but not bit 20.
+  run "$io" "$sock" -c 'raw SET_PROTOCOL_FEATURES 0x1 8 0010800000000000 --wait 500'
+  grep -q "without the features they need" "$gwlog"
+  run -0 "$io" "$sock" -c 'write 0 4k -P 0x33' -c 'verify 0 4k -P 0x33'
+}
