@@ -54,6 +54,7 @@ vuc_conn_init (struct vuc_conn *c, const char *path)
     VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS);
   c->sock = -1;
   c->inflight_fd = -1;
+  c->log_fd = -1;
   c->mem.fd = -1;
 }
 
@@ -126,6 +127,7 @@ vuc_conn_free (struct vuc_conn *c)
   for (i = 0; i < VUC_MAX_QUEUES; i++)
     vuc_ring_free (c->rings[i]);
   drop_inflight (c);
+  vuc_log_free (c);
   vuc_mem_free (&c->mem);
   free (c->path);
   c->path = NULL;
@@ -181,8 +183,10 @@ set_sock (struct vuc_conn *c, int sock)
   unsigned i;
 
   c->sock = sock;
-  for (i = 0; i < c->nqueues; i++)
+  for (i = 0; i < c->nqueues; i++) {
     c->rings[i]->sock = sock;
+    c->rings[i]->hangup = false;
+  }
 }
 
 int
@@ -442,23 +446,33 @@ uva (const void *p)
   return (uint64_t) (uintptr_t) p;
 }
 
+/* SET_VRING_ADDR: the ring addresses are our (QEMU's) virtual
+ * addresses; log_guest_addr is the used ring's guest-physical address,
+ * where the back-end logs its used-ring writes while F_LOG is set. */
+static int
+set_vring_addr (struct vuc_conn *c, struct vuc_ring *r, bool log)
+{
+  struct vu_vring_addr a = {
+    .index = r->index, .flags = log ? VU_VRING_F_LOG : 0,
+    .desc_user_addr = uva (r->desc), .used_user_addr = uva (r->used),
+    .avail_user_addr = uva (r->avail),
+    .log_guest_addr = r->log_gpa ? r->log_gpa : vuc_gpa (&c->mem, r->used),
+  };
+
+  return vuc_set (c, VU_SET_VRING_ADDR, &a, sizeof a, NULL, 0);
+}
+
 /* SET_VRING_NUM, BASE, ADDR, KICK for one ring. */
 static int
 start_ring (struct vuc_conn *c, struct vuc_ring *r)
 {
-  struct vu_vring_addr a = {
-    .index = r->index, .flags = 0,
-    .desc_user_addr = uva (r->desc), .used_user_addr = uva (r->used),
-    .avail_user_addr = uva (r->avail),
-    .log_guest_addr = vuc_gpa (&c->mem, r->used),
-  };
   uint16_t base = r->base_from_used ? vuc_ring_used_idx (r) : r->base;
 
   r->event_idx = vuc_has_f (c, VU_F_EVENT_IDX);
   r->indirect = vuc_has_f (c, VU_F_INDIRECT_DESC);
   if (vuc_set_state (c, VU_SET_VRING_NUM, r->index, r->num) == -1 ||
       vuc_set_state (c, VU_SET_VRING_BASE, r->index, base) == -1 ||
-      vuc_set (c, VU_SET_VRING_ADDR, &a, sizeof a, NULL, 0) == -1 ||
+      set_vring_addr (c, r, c->log_on) == -1 ||
       vuc_set_vring_fd (c, VU_SET_VRING_KICK, r->index, r->kick_fd) == -1)
     return -1;
   r->started = true;
@@ -486,6 +500,15 @@ to_start (const struct vuc_ring *r)
   return !r->started && !r->stopped;
 }
 
+/* The features QEMU sends: the guest's, plus LOG_ALL while migrating. */
+static uint64_t
+features_now (const struct vuc_conn *c)
+{
+  return c->acked_features | (c->log_on ? VU_BIT (VU_F_LOG_ALL) : 0);
+}
+
+static int set_log_base (struct vuc_conn *c, int fd, uint64_t size);
+
 int
 vuc_start (struct vuc_conn *c)
 {
@@ -495,7 +518,7 @@ vuc_start (struct vuc_conn *c)
     return -1;
   if (c->started)
     return 0;
-  if (vuc_set_u64 (c, VU_SET_FEATURES, c->acked_features) == -1 ||
+  if (vuc_set_u64 (c, VU_SET_FEATURES, features_now (c)) == -1 ||
       set_inflight (c) == -1)
     return -1;
   for (i = 0; i < c->nqueues; i++)
@@ -503,12 +526,15 @@ vuc_start (struct vuc_conn *c)
         vuc_set_vring_fd (c, VU_SET_VRING_CALL, i,
                           c->rings[i]->call_fd) == -1)
       return -1;
-  if (vuc_set_u64 (c, VU_SET_FEATURES, c->acked_features) == -1 ||
+  if (vuc_set_u64 (c, VU_SET_FEATURES, features_now (c)) == -1 ||
       set_memory (c) == -1)
     return -1;
   for (i = 0; i < c->nqueues; i++)
     if (to_start (c->rings[i]) && start_ring (c, c->rings[i]) == -1)
       return -1;
+  /* Restarted while migrating: the log goes again (vhost_dev_start). */
+  if (c->log_on && set_log_base (c, c->log_fd, c->log_size) == -1)
+    return -1;
   for (i = 0; i < c->nqueues; i++)
     if (c->rings[i]->started && !c->rings[i]->enabled) {
       if (vuc_set_state (c, VU_SET_VRING_ENABLE, i, 1) == -1)
@@ -698,6 +724,7 @@ vuc_migrate (struct vuc_conn *c, const char *path, bool keep_inflight)
   }
   if (!keep_inflight)
     drop_inflight (c);
+  c->log_on = false;            /* the destination does not log */
   free (c->path);
   c->path = p;
   /* The source stays connected until the destination runs. */
@@ -752,5 +779,188 @@ vuc_reset_guest (struct vuc_conn *c)
     c->rings[i]->stopped = false;
   }
   drop_inflight (c);
+  vuc_log_free (c);
   c->acked_features = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dirty logging */
+
+#define LOG_CHUNK (VUC_LOG_PAGE * UINT64_C (64))   /* one u64 of bitmap */
+
+/* vhost_get_log_size: whole u64 chunks up to the last byte of guest
+ * memory or of any used ring's log address range. */
+uint64_t
+vuc_log_default_size (const struct vuc_conn *c)
+{
+  uint64_t last = c->mem.gpa + c->mem.size - 1;
+  unsigned i;
+
+  for (i = 0; i < c->nqueues; i++) {
+    const struct vuc_ring *r = c->rings[i];
+    uint64_t end;
+    if (r->log_gpa == 0)
+      continue;
+    end = r->log_gpa + 4 + 8 * (uint64_t) r->num + 2 - 1;
+    if (end > last)
+      last = end;
+  }
+  return (last / LOG_CHUNK + 1) * 8;
+}
+
+void
+vuc_log_free (struct vuc_conn *c)
+{
+  if (c->log_addr)
+    munmap (c->log_addr, c->log_size);
+  if (c->log_fd >= 0)
+    close (c->log_fd);
+  c->log_addr = NULL;
+  c->log_fd = -1;
+  c->log_size = 0;
+  c->log_on = false;
+}
+
+static int
+new_log (uint64_t size, int *fd, uint8_t **addr)
+{
+  void *p;
+
+  if (size == 0 || size > (UINT64_C (1) << 32)) {
+    vuc_set_error ("dirty log of %llu bytes: 1 byte to 4 GiB",
+                   (unsigned long long) size);
+    return -1;
+  }
+  *fd = memfd_create ("blkgate-io-dirty-log", MFD_CLOEXEC);
+  if (*fd == -1 || ftruncate (*fd, size) == -1) {
+    vuc_set_error ("dirty log: %s", strerror (errno));
+    goto fail;
+  }
+  p = mmap (NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+  if (p == MAP_FAILED) {
+    vuc_set_error ("dirty log: mmap: %s", strerror (errno));
+    goto fail;
+  }
+  *addr = p;
+  return 0;
+ fail:
+  if (*fd >= 0)
+    close (*fd);
+  *fd = -1;
+  return -1;
+}
+
+/* SET_LOG_BASE {mmap_size, mmap_offset 0} with the fd.  With LOG_SHMFD
+ * the back-end answers with a u64 (vhost_user_set_log_base waits for
+ * it); the message never asks for a REPLY_ACK. */
+static int
+set_log_base (struct vuc_conn *c, int fd, uint64_t size)
+{
+  struct vu_log l = { .mmap_size = size, .mmap_offset = 0 };
+  uint64_t rep;
+
+  if (vuc_has_pf (c, VU_PF_LOG_SHMFD))
+    return vuc_call (c, VU_SET_LOG_BASE, &l, sizeof l, &fd, 1, &rep,
+                     sizeof rep, NULL);
+  return vuc_send (c, VU_SET_LOG_BASE, VU_VERSION, &l, sizeof l, &fd, 1);
+}
+
+static int
+log_preconditions (struct vuc_conn *c)
+{
+  if (!c->started) {
+    vuc_set_error ("the device is not started");
+    return -1;
+  }
+  if (!(c->features & VU_BIT (VU_F_LOG_ALL))) {
+    vuc_set_error ("the back-end does not offer VHOST_F_LOG_ALL (QEMU "
+                   "blocks migration)");
+    return -1;
+  }
+  if (!vuc_has_pf (c, VU_PF_LOG_SHMFD)) {
+    vuc_set_error ("PROTOCOL_F_LOG_SHMFD is not negotiated (QEMU blocks "
+                   "migration)");
+    return -1;
+  }
+  return 0;
+}
+
+int
+vuc_log_resize (struct vuc_conn *c, uint64_t size)
+{
+  uint8_t *addr;
+  int fd;
+
+  if (size == 0)
+    size = vuc_log_default_size (c);
+  if (log_preconditions (c) == -1 || new_log (size, &fd, &addr) == -1)
+    return -1;
+  if (set_log_base (c, fd, size) == -1) {
+    munmap (addr, size);
+    close (fd);
+    return -1;
+  }
+  /* The back-end has moved to the new log: carry the old bits over, as
+   * QEMU syncs the old log before it frees it. */
+  if (c->log_addr) {
+    uint64_t i, n = size < c->log_size ? size : c->log_size;
+    for (i = 0; i < n; i++)
+      addr[i] |= __atomic_load_n (&c->log_addr[i], __ATOMIC_RELAXED);
+    munmap (c->log_addr, c->log_size);
+    close (c->log_fd);
+  }
+  c->log_addr = addr;
+  c->log_fd = fd;
+  c->log_size = size;
+  return 0;
+}
+
+/* vhost_migration_log(enable): log resize, then vhost_dev_set_log. */
+int
+vuc_log_start (struct vuc_conn *c, uint64_t size)
+{
+  unsigned i;
+
+  if (vuc_log_resize (c, size) == -1)
+    return -1;
+  c->log_on = true;
+  if (vuc_set_u64 (c, VU_SET_FEATURES, features_now (c)) == -1 ||
+      barrier (c) == -1)
+    return -1;
+  for (i = 0; i < c->nqueues; i++)
+    if (c->rings[i]->started &&
+        (set_vring_addr (c, c->rings[i], true) == -1 || barrier (c) == -1))
+      return -1;
+  return 0;
+}
+
+int
+vuc_log_stop (struct vuc_conn *c)
+{
+  unsigned i;
+
+  if (!c->log_on) {
+    vuc_set_error ("dirty logging is not on");
+    return -1;
+  }
+  c->log_on = false;
+  if (!c->started)
+    return 0;
+  if (vuc_set_u64 (c, VU_SET_FEATURES, features_now (c)) == -1)
+    return -1;
+  for (i = 0; i < c->nqueues; i++)
+    if (c->rings[i]->started && set_vring_addr (c, c->rings[i], false) == -1)
+      return -1;
+  return barrier (c);
+}
+
+int
+vuc_log_test (const struct vuc_conn *c, uint64_t gpa)
+{
+  uint64_t page = gpa / VUC_LOG_PAGE;
+
+  if (c->log_addr == NULL || page / 8 >= c->log_size)
+    return -1;
+  return (__atomic_load_n (&c->log_addr[page / 8], __ATOMIC_RELAXED)
+          >> (page % 8)) & 1;
 }

@@ -401,6 +401,7 @@ vuc_ring_wait (struct vuc_ring *r, uint64_t deadline)
     }
     if (r->sock >= 0 && (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR))
         && !has_used (r)) {
+      r->hangup = true;
       vuc_set_error ("queue %u: the back-end closed the connection",
                      r->index);
       return -1;

@@ -109,6 +109,9 @@ struct vuc_ring {
   bool base_from_used;          /* next start: base = used->idx (crash) */
   uint16_t base;                /* next start otherwise (GET_VRING_BASE) */
   bool err_signalled;           /* the back-end wrote err_fd */
+  bool hangup;                  /* a wait saw the connection close */
+  uint64_t log_gpa;             /* SET_VRING_ADDR log_guest_addr (0: the
+                                   used ring's GPA, as QEMU sends) */
   uint64_t kicks, waits;        /* statistics */
 };
 
@@ -181,6 +184,11 @@ struct vuc_conn {
   uint64_t inflight_size;
   uint64_t inflight_offset;
   uint16_t inflight_queues;
+  /* Dirty log (migration): kept across reconnects, as QEMU keeps it. */
+  int log_fd;                   /* -1: none */
+  uint8_t *log_addr;
+  uint64_t log_size;            /* bytes of bitmap (SET_LOG_BASE mmap_size) */
+  bool log_on;                  /* LOG_ALL acked, F_LOG on every ring */
 };
 
 /* vuc-msg.c */
@@ -253,6 +261,25 @@ int vuc_reset_device (struct vuc_conn *c);
 void vuc_reset_guest (struct vuc_conn *c);
 bool vuc_has_pf (const struct vuc_conn *c, unsigned bit);
 bool vuc_has_f (const struct vuc_conn *c, unsigned bit);
+
+/* Dirty logging as QEMU drives it for migration (hw/virtio/vhost.c):
+ * the log is a memfd bitmap, one bit per 4 KiB guest-physical page from
+ * GPA 0 to the end of guest memory.
+ *   start:  SET_LOG_BASE (+fd; with LOG_SHMFD the back-end replies a
+ *           u64), SET_FEATURES(+LOG_ALL) + barrier, per started ring
+ *           SET_VRING_ADDR(F_LOG) + barrier
+ *   resize: SET_LOG_BASE of a new bitmap; the old bits are carried over
+ *   stop:   SET_FEATURES(-LOG_ALL) + barrier, per ring SET_VRING_ADDR(0)
+ *           + barrier; the bitmap stays mapped for inspection
+ * size 0 means QEMU's size for our memory (vuc_log_default_size). */
+#define VUC_LOG_PAGE 4096
+uint64_t vuc_log_default_size (const struct vuc_conn *c);
+int vuc_log_start (struct vuc_conn *c, uint64_t size);
+int vuc_log_resize (struct vuc_conn *c, uint64_t size);
+int vuc_log_stop (struct vuc_conn *c);
+void vuc_log_free (struct vuc_conn *c);
+/* The log's bit for the page of gpa: 1, 0, or -1 beyond the bitmap. */
+int vuc_log_test (const struct vuc_conn *c, uint64_t gpa);
 
 /* ------------------------------------------------------------------ */
 /* virtio-blk requests (vuc-blk.c) */

@@ -8,6 +8,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -95,6 +97,17 @@ server_listen_path (const char *path)
   return fd;
 }
 
+/* Stops the device's queues (draining them) and forgets it; the
+ * caller has removed the watch. */
+static void
+close_connection (void)
+{
+  srv.conn_watch = 0;
+  close (srv.dev->sock);
+  device_free (srv.dev);
+  srv.dev = NULL;
+}
+
 static bool
 drop_connection (int timeout_ms)
 {
@@ -103,9 +116,7 @@ drop_connection (int timeout_ms)
   g_source_remove (srv.conn_watch);
   if (!device_quiesce_for_exit (srv.dev, timeout_ms))
     return false;
-  close (srv.dev->sock);
-  device_free (srv.dev);
-  srv.dev = NULL;
+  close_connection ();
   return true;
 }
 
@@ -122,14 +133,21 @@ on_message (gint fd, GIOCondition cond, gpointer data)
     blkgate_info ("front-end disconnected");
   else if (r == -1)
     blkgate_error ("front-end connection: %s", err);
-  srv.conn_watch = 0;
-  close (srv.dev->sock);
-  device_free (srv.dev);
-  srv.dev = NULL;
+  close_connection ();
   return G_SOURCE_REMOVE;
 }
 
 static const struct timeval msg_timeout = { .tv_sec = 10 };
+
+/* True when the peer has closed its end (and sent nothing we have not
+ * read yet that we would still have to act on). */
+static bool
+peer_gone (int sock)
+{
+  struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
+
+  return poll (&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR));
+}
 
 static gboolean
 on_accept (gint fd, GIOCondition cond, gpointer data)
@@ -140,6 +158,14 @@ on_accept (gint fd, GIOCondition cond, gpointer data)
     if (errno != EAGAIN && errno != EINTR)
       blkgate_error ("accept: %m");
     return G_SOURCE_CONTINUE;
+  }
+  /* A front-end that closed its connection and reconnected at once
+   * (QEMU after a hiccup) may reach us before its hang-up is handled:
+   * finish with the old connection first. */
+  if (srv.dev && peer_gone (srv.dev->sock)) {
+    blkgate_info ("front-end disconnected");
+    g_source_remove (srv.conn_watch);
+    close_connection ();
   }
   if (srv.dev) {
     blkgate_error ("refusing a second front-end: one is already connected");
