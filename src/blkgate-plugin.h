@@ -140,6 +140,14 @@ struct blkgate_plugin {
   int (*aio_zero) (void *qctx, uint64_t offset, uint64_t count,
                    uint32_t flags, struct blkgate_request *req);
 
+  /* Optional, async mode: give up on req if its I/O has not started
+   * yet (the core asks when a migration suspends the queue, so that it
+   * waits only for what is really under way).  A cancelled request is
+   * completed with ECANCELED, now or later; one already running must
+   * complete normally (a write must never land after its completion).
+   * Called on the queue thread; submit follows.  Return 0, or -1. */
+  int (*aio_cancel) (void *qctx, struct blkgate_request *req);
+
   /* New fields are only ever added here, at the end. */
 };
 

@@ -376,6 +376,7 @@ static struct blkgate_plugin plugin = {
   .aio_flush         = file_aio_flush,
   .aio_trim          = file_aio_trim,
   .aio_zero          = file_aio_zero,
+  .aio_cancel        = file_aio_cancel,
 };
 
 BLKGATE_REGISTER_PLUGIN (plugin)

@@ -41,6 +41,7 @@ extern int file_aio_flush (void *qctx, uint32_t flags,
                            struct blkgate_request *req);
 extern int file_aio_trim (void *qctx, uint64_t offset, uint64_t count,
                           uint32_t flags, struct blkgate_request *req);
+extern int file_aio_cancel (void *qctx, struct blkgate_request *req);
 extern int file_aio_zero (void *qctx, uint64_t offset, uint64_t count,
                           uint32_t flags, struct blkgate_request *req);
 

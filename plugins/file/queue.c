@@ -60,6 +60,7 @@ struct file_op {
   int mode;                   /* fallocate mode */
   bool mode_retried;          /* zero already switched fallocate mode */
   bool sync_after;            /* FUA trim/zero: fdatasync when done */
+  bool in_kernel;             /* an SQE for it is queued or submitted */
   uint64_t offset;
   uint64_t count;             /* fallocate length */
   struct iovec *iov;          /* what is left to transfer, inside iovs */
@@ -168,6 +169,7 @@ file_op_prep (struct io_uring_sqe *sqe, struct file_op *op)
     break;
   }
   io_uring_sqe_set_data (sqe, op);
+  op->in_kernel = true;
 }
 
 /* Push prepared SQEs to the kernel.  EAGAIN/EBUSY (no memory, or the
@@ -404,6 +406,9 @@ file_reap (struct file_queue *q)
     int res = cqe->res;
 
     io_uring_cqe_seen (&q->ring, cqe);
+    if (op == NULL)             /* the answer to a cancel SQE */
+      continue;
+    op->in_kernel = false;
     file_op_done (q, op, res);
   }
 }
@@ -422,6 +427,51 @@ file_poll (void *qctx)
   }
   file_reap (q);
   return file_flush_queue (q);
+}
+
+/* Takes the ops of req out of the backlog and finishes them. */
+static void
+file_cancel_backlog (struct file_queue *q, struct blkgate_request *req)
+{
+  struct file_op **pp = &q->backlog, *op;
+
+  while ((op = *pp) != NULL) {
+    if (op->req == req) {
+      *pp = op->next;
+      file_op_finish (q, op, ECANCELED);
+    }
+    else
+      pp = &op->next;
+  }
+  q->backlog_tail = &q->backlog;
+  while (*q->backlog_tail)
+    q->backlog_tail = &(*q->backlog_tail)->next;
+}
+
+/* Best effort.  Ops still in the backlog never reached the kernel and
+ * finish at once; ops in the kernel get an IORING_OP_ASYNC_CANCEL,
+ * which succeeds only while the I/O waits in io-wq (the op then
+ * completes with -ECANCELED); one already running completes normally,
+ * so a write that has started is never cut loose. */
+int
+file_aio_cancel (void *qctx, struct blkgate_request *req)
+{
+  struct file_queue *q = qctx;
+  struct file_op *op;
+
+  file_cancel_backlog (q, req);
+  for (op = q->all_ops; op; op = op->all_next) {
+    struct io_uring_sqe *sqe;
+
+    if (op->req != req || !op->in_kernel)
+      continue;
+    sqe = file_get_sqe (q);
+    if (sqe == NULL)
+      return 0;                 /* no room: it will just complete */
+    io_uring_prep_cancel (sqe, op, 0);
+    io_uring_sqe_set_data (sqe, NULL);
+  }
+  return 0;
 }
 
 /* The core should close a queue only once its requests completed.  If

@@ -314,6 +314,17 @@ backend_start (struct backend_queue *bq, struct request *r)
   blkgate_complete ((struct blkgate_request *) r, 0);
 }
 
+void
+backend_cancel (struct backend_queue *bq, struct request *r)
+{
+  const struct blkgate_plugin *p = &bq->be->pl->p;
+
+  if (bq->be->async && p->aio_cancel) {
+    p->aio_cancel (bq->qctx, (struct blkgate_request *) r);
+    bq->need_submit = true;
+  }
+}
+
 /* Public: a plugin call of req finished.  When the last one is done,
  * an emulated FUA adds a flush; otherwise the request is finished. */
 void

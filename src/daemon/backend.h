@@ -48,6 +48,10 @@ void backend_queue_poll (struct backend_queue *bq);
 void backend_queue_reap (struct backend_queue *bq);
 void backend_queue_submit (struct backend_queue *bq);
 
+/* Asks the plugin to give up on r if its I/O has not started (a no-op
+ * for plugins without aio_cancel). */
+void backend_cancel (struct backend_queue *bq, struct request *r);
+
 /* Starts the plugin calls of a parsed request (op != NONE). */
 void backend_start (struct backend_queue *bq, struct request *r);
 

@@ -526,8 +526,15 @@ queue_stop (struct queue *q)
 static void
 cmd_suspend (struct queue *q, void *arg)
 {
+  unsigned i;
+
   cmd_stop (q, arg);
   q->suspending = true;
+  /* What has not started need not be waited for: it stays in the
+   * region either way.  Only I/O under way is waited for. */
+  for (i = 0; i < q->num; i++)
+    if (q->reqs[i].busy && q->reqs[i].blk.op != BLK_OP_NONE)
+      backend_cancel (&q->bq, &q->reqs[i]);
 }
 
 uint16_t

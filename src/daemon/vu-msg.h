@@ -14,9 +14,6 @@ int vu_msg_recv (int sock, struct vu_msg *msg, const char **err);
  * 0 or -1 with a message in *err.  Pure: no I/O, for unit tests/fuzz. */
 int vu_msg_check (const struct vu_msg *msg, const char **err);
 
-/* Name of a request id, for logs. */
-const char *vu_request_name (uint32_t request);
-
 /* Sends a reply to msg with size bytes of payload (flags exactly
  * VERSION|REPLY) and up to one fd (-1 for none). */
 int vu_msg_reply (int sock, const struct vu_msg *msg, const void *payload,

@@ -4,7 +4,10 @@
  * condition under which a gateway restart without inflight tracking
  * loses or misplaces requests (see tests/test-restart-*.bats).
  *
- *   slowfs BACKING MOUNTPOINT [MAX_DELAY_US] [-- fuse options]
+ *   slowfs BACKING MOUNTPOINT [MAX_DELAY_US|=DELAY_US] [-- fuse options]
+ *
+ * MAX_DELAY_US: each request sleeps a random 0..MAX µs (default 2000);
+ * =DELAY_US: each sleeps exactly that long (a uniformly slow disk).
  *
  * Thread model: libfuse's multithreaded loop calls the handlers below
  * from several threads; they share only the read-only backing fd. */
@@ -12,6 +15,8 @@
 #define FUSE_USE_VERSION 31
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <stdio.h>
@@ -23,19 +28,22 @@
 
 static int backing_fd = -1;
 static unsigned max_delay_us = 2000;
+static bool fixed_delay;
 
 static void
 random_sleep (void)
 {
   static __thread unsigned seed;
   struct timespec ts;
+  unsigned delay;
 
   if (seed == 0)
     seed = (unsigned) (uintptr_t) &seed ^ (unsigned) time (NULL);
   if (max_delay_us == 0)
     return;
-  ts.tv_sec = 0;
-  ts.tv_nsec = (long) (rand_r (&seed) % max_delay_us) * 1000;
+  delay = fixed_delay ? max_delay_us : rand_r (&seed) % max_delay_us;
+  ts.tv_sec = delay / 1000000;
+  ts.tv_nsec = (long) (delay % 1000000) * 1000;
   nanosleep (&ts, NULL);
 }
 
@@ -68,10 +76,15 @@ sfs_readdir (const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
   return 0;
 }
 
+/* A uniformly slow disk bypasses the page cache, so that requests reach
+ * us, and wait, concurrently. */
 static int
 sfs_open (const char *path, struct fuse_file_info *fi)
 {
-  return strcmp (path, "/disk") == 0 ? 0 : -ENOENT;
+  if (strcmp (path, "/disk") != 0)
+    return -ENOENT;
+  fi->direct_io = fixed_delay;
+  return 0;
 }
 
 static int
@@ -127,13 +140,15 @@ main (int argc, char **argv)
     perror (argv[1]);
     return 1;
   }
-  if (argc > 3 && strcmp (argv[3], "--") != 0)
-    max_delay_us = strtoul (argv[3], NULL, 10);
+  if (argc > 3 && strcmp (argv[3], "--") != 0) {
+    fixed_delay = argv[3][0] == '=';
+    max_delay_us = strtoul (argv[3] + fixed_delay, NULL, 10);
+  }
   fargv[fargc++] = argv[0];
   fargv[fargc++] = argv[2];
   fargv[fargc++] = "-f";
   fargv[fargc++] = "-o";
-  fargv[fargc++] = "max_threads=16";
+  fargv[fargc++] = "max_threads=256";
   for (i = 3; i < argc && fargc < 15; i++)
     if (strcmp (argv[i], "--") == 0)
       while (++i < argc && fargc < 15)
