@@ -278,39 +278,6 @@ struct conn {
   bool ack;                     /* REPLY_ACK negotiated */
 };
 
-static const char *
-req_name (uint32_t r)
-{
-  static const char *const names[] = {
-    [VU_GET_FEATURES] = "GET_FEATURES", [VU_SET_FEATURES] = "SET_FEATURES",
-    [VU_SET_OWNER] = "SET_OWNER", [VU_RESET_OWNER] = "RESET_OWNER",
-    [VU_SET_MEM_TABLE] = "SET_MEM_TABLE", [VU_SET_LOG_BASE] = "SET_LOG_BASE",
-    [VU_SET_LOG_FD] = "SET_LOG_FD", [VU_SET_VRING_NUM] = "SET_VRING_NUM",
-    [VU_SET_VRING_ADDR] = "SET_VRING_ADDR",
-    [VU_SET_VRING_BASE] = "SET_VRING_BASE",
-    [VU_GET_VRING_BASE] = "GET_VRING_BASE",
-    [VU_SET_VRING_KICK] = "SET_VRING_KICK",
-    [VU_SET_VRING_CALL] = "SET_VRING_CALL",
-    [VU_SET_VRING_ERR] = "SET_VRING_ERR",
-    [VU_GET_PROTOCOL_FEATURES] = "GET_PROTOCOL_FEATURES",
-    [VU_SET_PROTOCOL_FEATURES] = "SET_PROTOCOL_FEATURES",
-    [VU_GET_QUEUE_NUM] = "GET_QUEUE_NUM",
-    [VU_SET_VRING_ENABLE] = "SET_VRING_ENABLE",
-    [VU_SET_BACKEND_REQ_FD] = "SET_BACKEND_REQ_FD",
-    [VU_GET_CONFIG] = "GET_CONFIG", [VU_SET_CONFIG] = "SET_CONFIG",
-    [VU_GET_INFLIGHT_FD] = "GET_INFLIGHT_FD",
-    [VU_SET_INFLIGHT_FD] = "SET_INFLIGHT_FD",
-    [VU_RESET_DEVICE] = "RESET_DEVICE",
-    [VU_GET_MAX_MEM_SLOTS] = "GET_MAX_MEM_SLOTS",
-    [VU_ADD_MEM_REG] = "ADD_MEM_REG", [VU_REM_MEM_REG] = "REM_MEM_REG",
-    [VU_SET_STATUS] = "SET_STATUS", [VU_GET_STATUS] = "GET_STATUS",
-    [VU_GET_VRING_BASE_SKIP_DRAIN] = "GET_VRING_BASE_SKIP_DRAIN",
-  };
-
-  if (r < sizeof names / sizeof names[0] && names[r])
-    return names[r];
-  return "?";
-}
 
 static void
 set_timeouts (int fd, int ms)
@@ -416,7 +383,7 @@ send_msg_n (struct conn *c, uint32_t req, uint32_t flags, uint32_t size,
   if (avail)
     memcpy (buf + sizeof h, payload, avail);
   st.msgs++;
-  note ("-> %s (%u) flags 0x%x size %u%s, %u fd%s", req_name (req), req,
+  note ("-> %s (%u) flags 0x%x size %u%s, %u fd%s", vu_request_name (req), req,
         flags, size, avail < size ? " (truncated)" : "", nfds,
         nfds == 1 ? "" : "s");
   return send_raw (c, buf, sizeof h + avail, fds, nfds);
@@ -484,7 +451,7 @@ recv_reply (struct conn *c, struct reply *r, int ms)
   if (r->hdr.flags != (VU_VERSION | VU_FLAG_REPLY) ||
       r->hdr.size > sizeof r->payload) {
     st.bad_replies++;
-    fail ("malformed reply to %s: flags 0x%x size %u", req_name (r->hdr.request),
+    fail ("malformed reply to %s: flags 0x%x size %u", vu_request_name (r->hdr.request),
           r->hdr.flags, r->hdr.size);
   }
   if (r->hdr.size) {
@@ -492,7 +459,7 @@ recv_reply (struct conn *c, struct reply *r, int ms)
     if (n != (ssize_t) r->hdr.size)
       fail ("truncated reply payload (%zd of %u bytes)", n, r->hdr.size);
   }
-  note ("<- reply %s size %u%s", req_name (r->hdr.request), r->hdr.size,
+  note ("<- reply %s size %u%s", vu_request_name (r->hdr.request), r->hdr.size,
         r->fd >= 0 ? " + fd" : "");
   return 1;
 }
@@ -506,13 +473,13 @@ expect_reply (struct conn *c, uint32_t req, uint32_t size, struct reply *r)
 
   if (got == -1)
     fail ("no reply to %s within %d ms: the server stopped answering",
-          req_name (req), opt.timeout_ms);
+          vu_request_name (req), opt.timeout_ms);
   if (got == 0)
     return 0;
   if (r->hdr.request != req || (size != UINT32_MAX && r->hdr.size != size)) {
     st.bad_replies++;
     fail ("reply to %s has request %u and size %u (expected %u and %u)",
-          req_name (req), r->hdr.request, r->hdr.size, req, size);
+          vu_request_name (req), r->hdr.request, r->hdr.size, req, size);
   }
   return 1;
 }
@@ -532,7 +499,7 @@ get_u64 (struct conn *c, uint32_t req, uint64_t *v)
   }
   memcpy (v, r.payload, 8);
   if (r.fd >= 0)
-    fail ("unexpected fd with the reply to %s", req_name (req));
+    fail ("unexpected fd with the reply to %s", vu_request_name (req));
   return 1;
 }
 

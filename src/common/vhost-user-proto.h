@@ -167,4 +167,7 @@ struct vu_msg {
   unsigned nfds;
 };
 
+/* "GET_FEATURES", ..., or "UNKNOWN" (common/vu-names.c). */
+const char *vu_request_name (uint32_t request);
+
 #endif /* BLKGATE_VHOST_USER_PROTO_H */
