@@ -149,3 +149,24 @@ field() {
   grep -q "without the features they need" "$gwlog"
   run -0 "$io" "$sock" -c 'write 0 4k -P 0x33' -c 'verify 0 4k -P 0x33'
 }
+
+@test "suspend and migrate: a write completed before the switch-over is never replayed over a newer one" {
+  requires_plugin file
+  start_slow_image
+  start_gateway --inflight-migration file file="$mnt/disk"
+  local src_pid=$gateway_pid
+  sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \
+    file file="$mnt/disk"
+  mapfile -t args < <(burst)
+  mapfile -t check < <(verify_burst)
+  # Old data, acknowledged, on every block the burst then overwrites while in flight.
+  run -0 "$io" --inflight-migration "$sockdir/gw.sock" -c 'write 0 4M -S 99' \
+    "${args[@]}" -c "migrate $sockdir/dst.sock --msg45 --watch 300" -c wait "${check[@]}" \
+    -c 'flush'
+  echo "$output"
+  [[ "$output" == *"drained=no"* ]]
+  grep -q "resubmitting" "$gwlog"
+  # The source gateway is gone; a new front-end on the destination reads the newest data.
+  stop_gateway "$src_pid"
+  run -0 "$io" "$sockdir/dst.sock" "${check[@]}"
+}
