@@ -112,8 +112,20 @@ session_init (struct session *s)
 int
 session_start (struct session *s)
 {
-  if (vuc_connect (&s->c, s->retry_ms, true) == -1)
-    return fail_vuc ("starting the device");
+  uint64_t end = vuc_now_ns () + (uint64_t) s->auto_reconnect_ms * 1000000;
+  int retry = s->retry_ms > s->auto_reconnect_ms ? s->retry_ms
+    : s->auto_reconnect_ms;
+
+  /* With --auto-reconnect, a back-end that dies in the middle of the
+   * init or start sequence is connected to again, as QEMU would. */
+  while (vuc_connect (&s->c, retry, true) == -1) {
+    if (s->auto_reconnect_ms == 0 || !s->c.hangup || vuc_now_ns () >= end)
+      return fail_vuc ("starting the device");
+    printf ("auto-reconnect: the back-end went away while starting "
+            "(%s)\n", vuc_error ());
+    vuc_close (&s->c);
+    usleep (20000);
+  }
   if (s->queue >= s->c.nqueues && vuc_add_queue (&s->c, s->queue) == -1)
     return fail_vuc ("starting the queue");
   return 0;
@@ -151,7 +163,7 @@ static const struct command misc_commands[] = {
 };
 
 static const struct command *const tables[] = {
-  io_commands, fault_commands, misc_commands,
+  io_commands, fault_commands, state_commands, misc_commands,
 };
 
 static void
@@ -234,7 +246,8 @@ run_line (struct session *s, const char *line)
 enum {
   OPT_REGIONS = 256, OPT_GPA, OPT_QSIZE, OPT_NO_EVENT_IDX, OPT_NO_INDIRECT,
   OPT_NO_REPLY_ACK, OPT_NO_INFLIGHT, OPT_NO_MEM_SLOTS, OPT_INFLIGHT_MIG,
-  OPT_PF_MASK, OPT_POLL, OPT_RETRY, OPT_FORCE,
+  OPT_PF_MASK, OPT_POLL, OPT_RETRY, OPT_FORCE, OPT_AUTO_RECONNECT,
+  OPT_KICK_ON_RECONNECT,
 };
 
 static const struct option long_opts[] = {
@@ -254,6 +267,8 @@ static const struct option long_opts[] = {
   { "poll", no_argument, NULL, OPT_POLL },
   { "timeout", required_argument, NULL, 't' },
   { "retry", required_argument, NULL, OPT_RETRY },
+  { "auto-reconnect", required_argument, NULL, OPT_AUTO_RECONNECT },
+  { "kick-on-reconnect", no_argument, NULL, OPT_KICK_ON_RECONNECT },
   { "force", no_argument, NULL, OPT_FORCE },
   { "keep-going", no_argument, NULL, 'k' },
   { "verbose", no_argument, NULL, 'v' },
@@ -290,6 +305,11 @@ usage (FILE *f)
 "                           call eventfds\n"
 "  -t, --timeout SECONDS    per reply and per request (default 30)\n"
 "      --retry SECONDS      keep trying to connect this long (default 0)\n"
+"      --auto-reconnect SECONDS  when the back-end goes away during a\n"
+"                           wait, reconnect as QEMU does with\n"
+"                           reconnect=1 (trying this long) and go on\n"
+"      --kick-on-reconnect  kick every ring after such a reconnect (QEMU\n"
+"                           7.2 does not; cloud-hypervisor does)\n"
 "      --force              send skip-drain requests not negotiated\n"
 "  -k, --keep-going         go on after a failed command\n"
 "  -v, --verbose            trace vhost-user messages on stderr\n"
@@ -363,6 +383,12 @@ parse_one (struct session *s, struct cmdline *cl, int o, const char *arg)
     s->retry_ms = v > 86400 ? 86400000 : (int) v * 1000;
     return 0;
   case OPT_FORCE: s->force = true; return 0;
+  case OPT_KICK_ON_RECONNECT: s->kick_on_reconnect = true; return 0;
+  case OPT_AUTO_RECONNECT:
+    if (parse_u64 ("--auto-reconnect", arg, &v) == -1)
+      return -1;
+    s->auto_reconnect_ms = v > 86400 ? 86400000 : (int) v * 1000;
+    return 0;
   case 'k': cl->keep_going = true; return 0;
   case 'v': s->c.verbose++; return 0;
   case 'h': usage (stdout); exit (EXIT_SUCCESS);

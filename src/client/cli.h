@@ -23,10 +23,21 @@ struct aio {
   uint8_t *buf;
 };
 
+/* Where the last synchronous request's buffers were (log-check). */
+struct last_req {
+  bool valid;
+  uint64_t hdr_gpa, status_gpa;
+  struct vuc_buf data[VUC_MAX_DATA];
+  unsigned ndata;
+};
+
 struct session {
   struct vuc_conn c;
   unsigned queue;               /* queue of the I/O commands */
   int retry_ms;                 /* connect retries (--retry) */
+  int auto_reconnect_ms;        /* --auto-reconnect: 0 = off */
+  bool kick_on_reconnect;       /* --kick-on-reconnect */
+  struct last_req last;
   bool force;                   /* --force: send what we did not negotiate */
   struct vuc_req pool[POOL];    /* a request that timed out stays busy */
   struct aio aio[MAX_AIO];
@@ -44,6 +55,7 @@ struct command {
 
 extern const struct command io_commands[];
 extern const struct command fault_commands[];
+extern const struct command state_commands[];
 int cmd_bench (struct session *s, int argc, char **argv);
 int cmd_bad_chain (struct session *s, int argc, char **argv);
 
@@ -69,5 +81,11 @@ void pattern_fill (uint8_t *buf, uint64_t offset, uint64_t len,
                    int pbyte, uint64_t seed);
 /* Outstanding aio requests, completed by anyone reaping their queue. */
 int aio_wait_all (struct session *s, int timeout_ms);
+/* Waits for r; with --auto-reconnect, a hang-up of the back-end makes
+ * us reconnect (as QEMU with reconnect=1) and wait again. */
+int wait_req (struct session *s, struct vuc_ring *ring, struct vuc_req *r,
+              int timeout_ms);
+/* Requests handed to the back-end and not yet reaped, on every ring. */
+unsigned outstanding (const struct session *s);
 
 #endif /* BLKGATE_IO_CLI_H */

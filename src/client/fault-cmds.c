@@ -38,16 +38,6 @@ retry_opt (const char *arg, int *ms)
   return 0;
 }
 
-static unsigned
-outstanding (const struct session *s)
-{
-  unsigned i, n = 0;
-
-  for (i = 0; i < s->c.nqueues; i++)
-    n += s->c.rings[i]->outstanding;
-  return n;
-}
-
 static int
 cmd_reconnect (struct session *s, int argc, char **argv)
 {
@@ -274,11 +264,13 @@ abandon_requests (struct session *s)
 {
   unsigned i, n = 0;
 
-  for (i = 0; i < POOL; i++)
+  for (i = 0; i < POOL; i++) {
     if (s->pool[i].busy) {
       s->pool[i].busy = false;
       n++;
     }
+    s->pool[i].opaque = NULL;
+  }
   if (s->naio)
     vuc_mem_release (&s->c.mem, s->aio_mark);
   s->naio = 0;
@@ -365,7 +357,7 @@ parse_request (const char *arg, uint32_t *req)
   unsigned long v;
 
   for (i = 1; i < VU_REQUEST_MAX; i++)
-    if (strcasecmp (arg, vuc_request_name (i)) == 0) {
+    if (strcasecmp (arg, vu_request_name (i)) == 0) {
       *req = i;
       return 0;
     }
@@ -432,7 +424,7 @@ print_reply (const struct vu_msg *m)
     : sizeof m->payload;
 
   printf ("reply request=%u (%s) flags=0x%x size=%u fds=%u payload=",
-          m->hdr.request, vuc_request_name (m->hdr.request), m->hdr.flags,
+          m->hdr.request, vu_request_name (m->hdr.request), m->hdr.flags,
           m->hdr.size, m->nfds);
   for (i = 0; i < n; i++)
     printf ("%02x", ((const uint8_t *) &m->payload)[i]);

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 
 #include "cli.h"
 
@@ -25,7 +27,7 @@ req_get (struct session *s)
 
   for (i = 0; i < POOL; i++) {
     struct vuc_req *r = &s->pool[i];
-    if (r->busy)
+    if (r->busy || r->opaque)   /* opaque: held by an aio until 'wait' */
       continue;
     if (r->hdr == NULL && vuc_req_setup (&s->c.mem, r, false) == -1) {
       fail_vuc ("request header");
@@ -143,6 +145,84 @@ check_status (struct vuc_req *r, const char *what, uint64_t offset)
   return -1;
 }
 
+unsigned
+outstanding (const struct session *s)
+{
+  unsigned i, n = 0;
+
+  for (i = 0; i < s->c.nqueues; i++)
+    n += s->c.rings[i]->outstanding;
+  return n;
+}
+
+/* Outstanding requests submitted before an aio request that has
+ * completed: the back-end completed out of order, and a restart must
+ * not lose them although used->idx has moved past their count. */
+static unsigned
+overtaken (const struct session *s)
+{
+  uint64_t newest_done = 0;
+  unsigned i, n = 0;
+
+  for (i = 0; i < POOL; i++)
+    if (s->pool[i].opaque && s->pool[i].done &&
+        s->pool[i].t_submit > newest_done)
+      newest_done = s->pool[i].t_submit;
+  for (i = 0; i < POOL; i++)
+    n += s->pool[i].busy && s->pool[i].t_submit < newest_done;
+  return n;
+}
+
+int
+wait_req (struct session *s, struct vuc_ring *ring, struct vuc_req *r,
+          int timeout_ms)
+{
+  unsigned n_out, n_over;
+  uint64_t t0;
+
+  for (;;) {
+    if (vuc_blk_wait (ring, r, timeout_ms) == 0)
+      return 0;
+    if (s->auto_reconnect_ms == 0 || !ring->hangup)
+      return -1;
+    n_out = outstanding (s);
+    n_over = overtaken (s);
+    t0 = vuc_now_ns ();
+    /* A back-end that dies again in the middle of the sequence is tried
+     * again, within the same time limit. */
+    while (vuc_reconnect (&s->c, s->auto_reconnect_ms -
+                          (int) ((vuc_now_ns () - t0) / 1000000)) == -1) {
+      if (!s->c.hangup ||
+          vuc_now_ns () - t0 >= (uint64_t) s->auto_reconnect_ms * 1000000)
+        return -1;
+      printf ("auto-reconnect: the back-end went away again while starting "
+              "(%s)\n", vuc_error ());
+      usleep (20000);
+    }
+    if (s->kick_on_reconnect) {
+      unsigned i;
+      for (i = 0; i < s->c.nqueues; i++)
+        if (s->c.rings[i]->started)
+          eventfd_write (s->c.rings[i]->kick_fd, 1);
+    }
+    printf ("auto-reconnect: reconnected in %.1f ms (%u requests "
+            "outstanding, %u of them overtaken by a later one that "
+            "completed)\n", (vuc_now_ns () - t0) / 1e6, n_out, n_over);
+  }
+}
+
+static void
+remember (struct session *s, const struct vuc_req *r)
+{
+  struct last_req *l = &s->last;
+
+  l->valid = true;
+  l->hdr_gpa = vuc_gpa (&s->c.mem, r->hdr);
+  l->status_gpa = vuc_gpa (&s->c.mem, r->status);
+  l->ndata = r->ndata;
+  memcpy (l->data, r->data, sizeof r->data[0] * r->ndata);
+}
+
 static int
 run (struct session *s, struct vuc_req *r, const char *what, uint64_t offset)
 {
@@ -150,8 +230,10 @@ run (struct session *s, struct vuc_req *r, const char *what, uint64_t offset)
 
   if (ring == NULL)
     return -1;
-  if (vuc_blk_run (ring, &s->c.mem, r, s->c.timeout_ms) == -1)
+  if (vuc_blk_submit (ring, &s->c.mem, r) == -1 ||
+      wait_req (s, ring, r, s->c.timeout_ms) == -1)
     return fail_vuc (what);
+  remember (s, r);
   return check_status (r, what, offset);
 }
 
@@ -587,6 +669,7 @@ aio_submit (struct session *s, struct aio *a)
     return -1;
   if (vuc_blk_submit (ring, &s->c.mem, a->req) == -1)
     return fail_vuc ("submit");
+  a->req->opaque = a;           /* held until 'wait' checks it */
   vuc_ring_kick (ring);
   s->naio++;
   printf ("aio #%u submitted on queue %u\n", s->naio, a->queue);
@@ -685,34 +768,65 @@ aio_check (struct session *s, unsigned n, struct aio *a)
   return 0;
 }
 
+/* Waits for aio #n (1-based) without checking or releasing it. */
+static int
+aio_wait_one (struct session *s, unsigned n, int timeout_ms)
+{
+  struct aio *a = &s->aio[n - 1];
+
+  if (!a->req->done &&
+      wait_req (s, s->c.rings[a->queue], a->req, timeout_ms) == -1) {
+    fail ("aio #%u: %s", n, vuc_error ());
+    return -1;
+  }
+  return 0;
+}
+
 int
 aio_wait_all (struct session *s, int timeout_ms)
 {
   unsigned i;
   int rc = 0;
 
-  for (i = 0; i < s->naio; i++) {
-    struct aio *a = &s->aio[i];
-    struct vuc_ring *ring = s->c.rings[a->queue];
-    if (!a->req->done &&
-        vuc_blk_wait (ring, a->req, timeout_ms) == -1) {
-      fail ("aio #%u: %s", i + 1, vuc_error ());
+  for (i = 0; i < s->naio; i++)
+    if (aio_wait_one (s, i + 1, timeout_ms) == -1)
       return -1;                /* still outstanding: keep them all */
-    }
-    if (aio_check (s, i + 1, a) == -1)
+  for (i = 0; i < s->naio; i++) {
+    if (aio_check (s, i + 1, &s->aio[i]) == -1)
       rc = -1;
+    s->aio[i].req->opaque = NULL;
   }
   s->naio = 0;
   vuc_mem_release (&s->c.mem, s->aio_mark);
   return rc;
 }
 
+/* wait: every aio request, checked and released.  wait N...: only
+ * those (aio #N as 'submitted' numbered them), which stay numbered
+ * until a plain wait; a guest that orders dependent writes waits so. */
 static int
 cmd_wait (struct session *s, int argc, char **argv)
 {
-  if (no_options (argc, argv, 0) == -1)
+  unsigned n;
+  int i;
+
+  if (getopt_long (argc, argv, "", NULL, NULL) != -1)
     return -1;
-  return aio_wait_all (s, s->c.timeout_ms);
+  if (optind == argc)
+    return aio_wait_all (s, s->c.timeout_ms);
+  for (i = optind; i < argc; i++) {
+    const char *arg = argv[i][0] == '#' ? argv[i] + 1 : argv[i];
+    if (parse_uint ("aio number", arg, &n) == -1)
+      return -1;
+    if (n == 0 || n > s->naio) {
+      fail ("there is no aio #%u (%u outstanding since the last plain "
+            "wait)", n, s->naio);
+      return -1;
+    }
+    if (aio_wait_one (s, n, s->c.timeout_ms) == -1)
+      return -1;
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -750,6 +864,24 @@ cmd_sleep (struct session *s, int argc, char **argv)
   return 0;
 }
 
+/* For scripts that time things against other processes: the wall
+ * clock, which they can read too (bash's $EPOCHREALTIME). */
+static int
+cmd_stamp (struct session *s, int argc, char **argv)
+{
+  struct timespec ts;
+  int i;
+
+  if (getopt_long (argc, argv, "", NULL, NULL) != -1)
+    return -1;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  printf ("stamp");
+  for (i = optind; i < argc; i++)
+    printf (" %s", argv[i]);
+  printf (" %lld.%06ld\n", (long long) ts.tv_sec, ts.tv_nsec / 1000);
+  return 0;
+}
+
 int cmd_info (struct session *s, int argc, char **argv);
 
 const struct command io_commands[] = {
@@ -772,8 +904,11 @@ const struct command io_commands[] = {
   { "aio-write", cmd_aio_write, "OFF LEN [-P BYTE|-S SEED]",
     "submit a write and go on" },
   { "aio-flush", cmd_aio_flush, "", "submit a flush and go on" },
-  { "wait", cmd_wait, "", "wait for every aio request" },
+  { "wait", cmd_wait, "[N...]",
+    "wait for every aio request and check it; with N, only for aio #N" },
   { "queue", cmd_queue, "N", "use queue N for the following commands" },
   { "sleep", cmd_sleep, "SECONDS", "pause" },
+  { "stamp", cmd_stamp, "[TEXT...]",
+    "print TEXT and the wall-clock time (seconds since the epoch)" },
   { 0 }
 };

@@ -610,12 +610,12 @@ vuc_stop_queue (struct vuc_conn *c, unsigned i, enum vuc_stop_mode mode,
   *us = (vuc_now_ns () - t0) / 1000;
   if (rep.index != i) {
     vuc_set_error ("%s: reply names queue %u, asked %u",
-                   vuc_request_name (req), rep.index, i);
+                   vu_request_name (req), rep.index, i);
     return -1;
   }
   if (rep.num > 0xffff) {
     vuc_set_error ("%s: index 0x%x has bits above 15 set (split ring)",
-                   vuc_request_name (req), rep.num);
+                   vu_request_name (req), rep.num);
     return -1;
   }
   r->started = false;
@@ -948,6 +948,33 @@ vuc_log_stop (struct vuc_conn *c)
     return 0;
   if (vuc_set_u64 (c, VU_SET_FEATURES, features_now (c)) == -1)
     return -1;
+  for (i = 0; i < c->nqueues; i++)
+    if (c->rings[i]->started && set_vring_addr (c, c->rings[i], false) == -1)
+      return -1;
+  return barrier (c);
+}
+
+int
+vuc_log_stop_features (struct vuc_conn *c)
+{
+  if (!c->log_on) {
+    vuc_set_error ("dirty logging is not on");
+    return -1;
+  }
+  if (vuc_set_u64 (c, VU_SET_FEATURES, c->acked_features) == -1)
+    return -1;
+  return barrier (c);
+}
+
+int
+vuc_log_stop_rings (struct vuc_conn *c)
+{
+  unsigned i;
+
+  if (!c->log_on) {
+    vuc_set_error ("dirty logging is not on");
+    return -1;
+  }
   for (i = 0; i < c->nqueues; i++)
     if (c->rings[i]->started && set_vring_addr (c, c->rings[i], false) == -1)
       return -1;

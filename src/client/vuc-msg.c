@@ -17,51 +17,6 @@
 
 #include "vuc.h"
 
-static const char *const names[VU_REQUEST_MAX] = {
-  [VU_GET_FEATURES] = "GET_FEATURES",
-  [VU_SET_FEATURES] = "SET_FEATURES",
-  [VU_SET_OWNER] = "SET_OWNER",
-  [VU_RESET_OWNER] = "RESET_OWNER",
-  [VU_SET_MEM_TABLE] = "SET_MEM_TABLE",
-  [VU_SET_LOG_BASE] = "SET_LOG_BASE",
-  [VU_SET_LOG_FD] = "SET_LOG_FD",
-  [VU_SET_VRING_NUM] = "SET_VRING_NUM",
-  [VU_SET_VRING_ADDR] = "SET_VRING_ADDR",
-  [VU_SET_VRING_BASE] = "SET_VRING_BASE",
-  [VU_GET_VRING_BASE] = "GET_VRING_BASE",
-  [VU_SET_VRING_KICK] = "SET_VRING_KICK",
-  [VU_SET_VRING_CALL] = "SET_VRING_CALL",
-  [VU_SET_VRING_ERR] = "SET_VRING_ERR",
-  [VU_GET_PROTOCOL_FEATURES] = "GET_PROTOCOL_FEATURES",
-  [VU_SET_PROTOCOL_FEATURES] = "SET_PROTOCOL_FEATURES",
-  [VU_GET_QUEUE_NUM] = "GET_QUEUE_NUM",
-  [VU_SET_VRING_ENABLE] = "SET_VRING_ENABLE",
-  [VU_SEND_RARP] = "SEND_RARP",
-  [VU_NET_SET_MTU] = "NET_SET_MTU",
-  [VU_SET_BACKEND_REQ_FD] = "SET_BACKEND_REQ_FD",
-  [VU_IOTLB_MSG] = "IOTLB_MSG",
-  [VU_SET_VRING_ENDIAN] = "SET_VRING_ENDIAN",
-  [VU_GET_CONFIG] = "GET_CONFIG",
-  [VU_SET_CONFIG] = "SET_CONFIG",
-  [VU_GET_INFLIGHT_FD] = "GET_INFLIGHT_FD",
-  [VU_SET_INFLIGHT_FD] = "SET_INFLIGHT_FD",
-  [VU_RESET_DEVICE] = "RESET_DEVICE",
-  [VU_GET_MAX_MEM_SLOTS] = "GET_MAX_MEM_SLOTS",
-  [VU_ADD_MEM_REG] = "ADD_MEM_REG",
-  [VU_REM_MEM_REG] = "REM_MEM_REG",
-  [VU_SET_STATUS] = "SET_STATUS",
-  [VU_GET_STATUS] = "GET_STATUS",
-  [VU_GET_VRING_BASE_SKIP_DRAIN] = "GET_VRING_BASE_SKIP_DRAIN",
-};
-
-const char *
-vuc_request_name (uint32_t req)
-{
-  if (req < VU_REQUEST_MAX && names[req])
-    return names[req];
-  return "UNKNOWN";
-}
-
 /* A short description of a payload, for -v. */
 static void
 describe (uint32_t req, const union vu_payload *p, uint32_t size,
@@ -126,7 +81,7 @@ trace (const struct vuc_conn *c, const char *dir, const struct vu_header *h,
   memcpy (&p, payload, h->size < sizeof p ? h->size : sizeof p);
   describe (h->request, &p, h->size, d, sizeof d);
   fprintf (stderr, "blkgate-io: %s %s (%u) flags 0x%x size %u%s%s\n", dir,
-           vuc_request_name (h->request), h->request, h->flags, h->size,
+           vu_request_name (h->request), h->request, h->flags, h->size,
            nfds ? " +fd" : "", d);
 }
 
@@ -167,7 +122,7 @@ vuc_send_raw (struct vuc_conn *c, const struct vu_header *h,
   if (r == -1 && (errno == EPIPE || errno == ECONNRESET))
     c->hangup = true;
   if (r != (ssize_t) (sizeof *h + body_len)) {
-    vuc_set_error ("sending %s: %s", vuc_request_name (h->request),
+    vuc_set_error ("sending %s: %s", vu_request_name (h->request),
                    r < 0 ? strerror (errno) : "short write");
     return -1;
   }
@@ -291,7 +246,7 @@ vuc_recv (struct vuc_conn *c, struct vu_msg *msg, int timeout_ms)
     return r;
   if (msg->hdr.size > sizeof msg->payload) {
     vuc_set_error ("%s reply: payload of %u bytes is larger than any "
-                   "message", vuc_request_name (msg->hdr.request),
+                   "message", vu_request_name (msg->hdr.request),
                    msg->hdr.size);
     return -1;
   }
@@ -320,25 +275,25 @@ recv_reply (struct vuc_conn *c, uint32_t req, struct vu_msg *msg)
   int r = vuc_recv (c, msg, c->timeout_ms);
 
   if (r == 0)
-    vuc_set_error ("%s: no reply within %d ms", vuc_request_name (req),
+    vuc_set_error ("%s: no reply within %d ms", vu_request_name (req),
                    c->timeout_ms);
   else if (r < 0) {
     char why[512];
     snprintf (why, sizeof why, "%s", vuc_error ());
-    vuc_set_error ("%s: %s", vuc_request_name (req), why);
+    vuc_set_error ("%s: %s", vu_request_name (req), why);
   }
   if (r <= 0)
     return -1;
   if (msg->hdr.request != req) {
     vuc_set_error ("%s: the reply is for request %u (%s)",
-                   vuc_request_name (req), msg->hdr.request,
-                   vuc_request_name (msg->hdr.request));
+                   vu_request_name (req), msg->hdr.request,
+                   vu_request_name (msg->hdr.request));
     close_msg_fds (msg);
     return -1;
   }
   if (msg->hdr.flags != (VU_VERSION | VU_FLAG_REPLY)) {
     vuc_set_error ("%s: reply flags are 0x%x, not 0x5",
-                   vuc_request_name (req), msg->hdr.flags);
+                   vu_request_name (req), msg->hdr.flags);
     close_msg_fds (msg);
     return -1;
   }
@@ -359,13 +314,13 @@ vuc_call (struct vuc_conn *c, uint32_t req, const void *payload,
     return -1;
   if (msg.hdr.size != reply_size) {
     vuc_set_error ("%s: reply of %u bytes, expected %u",
-                   vuc_request_name (req), msg.hdr.size, reply_size);
+                   vu_request_name (req), msg.hdr.size, reply_size);
     close_msg_fds (&msg);
     return -1;
   }
   if (msg.nfds > (reply_fd ? 1u : 0u)) {
     vuc_set_error ("%s: reply carries %u unexpected fds",
-                   vuc_request_name (req), msg.nfds);
+                   vu_request_name (req), msg.nfds);
     close_msg_fds (&msg);
     return -1;
   }
@@ -392,12 +347,12 @@ vuc_set (struct vuc_conn *c, uint32_t req, const void *payload,
   close_msg_fds (&msg);
   if (msg.hdr.size != 8) {
     vuc_set_error ("%s: REPLY_ACK of %u bytes, expected 8",
-                   vuc_request_name (req), msg.hdr.size);
+                   vu_request_name (req), msg.hdr.size);
     return -1;
   }
   if (msg.payload.u64 != 0) {
     vuc_set_error ("%s: the back-end refused it (ack 0x%" PRIx64 ")",
-                   vuc_request_name (req), msg.payload.u64);
+                   vu_request_name (req), msg.payload.u64);
     return -1;
   }
   return 0;

@@ -192,7 +192,6 @@ struct vuc_conn {
 };
 
 /* vuc-msg.c */
-const char *vuc_request_name (uint32_t req);
 int vuc_send (struct vuc_conn *c, uint32_t req, uint32_t flags,
               const void *payload, uint32_t size, const int *fds,
               unsigned nfds);
@@ -277,6 +276,10 @@ uint64_t vuc_log_default_size (const struct vuc_conn *c);
 int vuc_log_start (struct vuc_conn *c, uint64_t size);
 int vuc_log_resize (struct vuc_conn *c, uint64_t size);
 int vuc_log_stop (struct vuc_conn *c);
+/* Half a stop, for tests: only SET_FEATURES(-LOG_ALL) (rings keep
+ * F_LOG), or only SET_VRING_ADDR without F_LOG (LOG_ALL stays). */
+int vuc_log_stop_features (struct vuc_conn *c);
+int vuc_log_stop_rings (struct vuc_conn *c);
 void vuc_log_free (struct vuc_conn *c);
 /* The log's bit for the page of gpa: 1, 0, or -1 beyond the bitmap. */
 int vuc_log_test (const struct vuc_conn *c, uint64_t gpa);

@@ -131,8 +131,14 @@ queue_request_done (struct request *r)
     return;
   }
   len = blk_finish (&r->blk, r->err);
-  if (q->log && !log_request (q, &r->chain))
+  /* A write we cannot log must not be reported: the destination would
+   * get a stale page.  The request stays in flight in the region. */
+  if (q->log && !log_request (q, &r->chain)) {
     mark_broken (q, "a guest buffer lies outside the dirty log");
+    r->busy = false;
+    q->inflight--;
+    return;
+  }
   if (r->err)
     debug ("queue %u: request %u failed: %s", q->index, r->chain.head,
            strerror (r->err));
