@@ -12,29 +12,10 @@ load test_helper
 
 setup() {
   blkgate_setup
-  slowfs=$top_builddir/tests/slowfs
   io=$top_builddir/src/blkgate-io
-  mnt=$tmp/mnt
   [ -x "$io" ] || { echo "blkgate-io is not built" >&2; return 1; }
 }
 
-teardown() {
-  local rc=0
-  blkgate_teardown || rc=$?
-  if mountpoint -q "$mnt" 2>/dev/null; then
-    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
-  fi
-  return $rc
-}
-
-start_slow_image() {
-  [ -x "$slowfs" ] || missing "tests/slowfs is not built (libfuse3 missing)" || return 1
-  requires fusermount3
-  truncate -s 64M "$tmp/backing.img"
-  mkdir -p "$mnt"
-  start_daemon slowfs "$slowfs" "$tmp/backing.img" "$mnt" 20000
-  wait_for 10 test -e "$mnt/disk"
-}
 
 # A burst of 16 writes of 256 KiB, each with its own seeded pattern.
 burst() {
@@ -58,7 +39,7 @@ field() {
 
 @test "without --inflight-migration bits 20 and 23 are not offered, and a skip_drain argument still drains" {
   requires_plugin file
-  start_slow_image
+  start_slowfs 64M 20000
   start_gateway file file="$mnt/disk"
   run -0 "$io" "$sock" -c info
   [[ "$output" != *GET_VRING_BASE_INFLIGHT* ]]
@@ -72,7 +53,7 @@ field() {
 
 @test "bit 20 only: GET_VRING_BASE with num=1 suspends, the destination resubmits, every write lands" {
   requires_plugin file
-  start_slow_image
+  start_slowfs 64M 20000
   start_gateway --inflight-migration file file="$mnt/disk"
   sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \
     file file="$mnt/disk"
@@ -90,7 +71,7 @@ field() {
 
 @test "bit 20 only: GET_VRING_BASE with num=0 drains" {
   requires_plugin file
-  start_slow_image
+  start_slowfs 64M 20000
   start_gateway --inflight-migration file file="$mnt/disk"
   local mask
   mask=$(printf '0x%x' $(( (1 << 23) ^ 0xffffffff )))
@@ -103,7 +84,7 @@ field() {
 
 @test "bits 20+23: message 45 suspends and writes nothing after its reply; the destination completes the rest" {
   requires_plugin file
-  start_slow_image
+  start_slowfs 64M 20000
   start_gateway --inflight-migration file file="$mnt/disk"
   sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \
     file file="$mnt/disk"
@@ -120,7 +101,7 @@ field() {
 
 @test "bits 20+23: message 11 always drains, even with num=1" {
   requires_plugin file
-  start_slow_image
+  start_slowfs 64M 20000
   start_gateway --inflight-migration file file="$mnt/disk"
   mapfile -t args < <(burst)
   run -0 "$io" --inflight-migration "$sock" "${args[@]}" \
@@ -152,7 +133,7 @@ field() {
 
 @test "suspend and migrate: a write completed before the switch-over is never replayed over a newer one" {
   requires_plugin file
-  start_slow_image
+  start_slowfs 64M 20000
   start_gateway --inflight-migration file file="$mnt/disk"
   local src_pid=$gateway_pid
   sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \

@@ -45,29 +45,8 @@ setup() {
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   requires python3
   requires_plugin file
-  slowfs=$top_builddir/tests/slowfs
-  mnt=$tmp/mnt
 }
 
-teardown() {
-  local rc=0
-  blkgate_teardown || rc=$?
-  if mountpoint -q "$mnt" 2>/dev/null; then
-    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
-  fi
-  return $rc
-}
-
-# start_slowfs SIZE MAX_DELAY_US: a sparse backing file behind $mnt/disk.
-start_slowfs() {
-  [ -x "$slowfs" ] || missing "tests/slowfs is not built (libfuse3 missing)" || return 1
-  requires fusermount3
-  [ -e /dev/fuse ] || missing "/dev/fuse is not available" || return 1
-  truncate -s "$1" "$tmp/backing.img"
-  mkdir -p "$mnt"
-  start_daemon slowfs "$slowfs" "$tmp/backing.img" "$mnt" "$2"
-  wait_for 10 test -e "$mnt/disk"
-}
 
 # restart_rounds N [BLKGATE-IO OPTIONS...]: N rounds, each on its own 256 KiB of the disk;
 # stops at the first round that fails.  Leaves $rounds_done, $reconnects, $overtaken,

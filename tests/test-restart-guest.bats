@@ -11,28 +11,6 @@ load test_helper
 setup() {
   blkgate_setup
   guest_ready
-  slowfs=$top_builddir/tests/slowfs
-  mnt=$tmp/mnt
-}
-
-teardown() {
-  local rc=0
-  blkgate_teardown || rc=$?
-  if mountpoint -q "$mnt" 2>/dev/null; then
-    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
-  fi
-  return $rc
-}
-
-# start_slowfs SIZE: a sparse backing file behind $mnt/disk.
-start_slowfs() {
-  [ -x "$slowfs" ] || missing "tests/slowfs is not built (libfuse3 missing)" || return 1
-  requires fusermount3
-  [ -e /dev/fuse ] || missing "/dev/fuse is not available" || return 1
-  truncate -s "$1" "$tmp/backing.img"
-  mkdir -p "$mnt"
-  start_daemon slowfs "$slowfs" "$tmp/backing.img" "$mnt" 2000
-  wait_for 10 test -e "$mnt/disk"
 }
 
 # The guest writes with fio at iodepth 32 and verifies everything it wrote (crc32c in every
@@ -45,7 +23,7 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 
 
 @test "kill -9 of the gateway under guest I/O: no error, every block verifies" {
   requires_plugin file
-  start_slowfs 64M
+  start_slowfs 64M 2000
   start_gateway file file="$mnt/disk"
   guest_start g -C ",reconnect=1" -t 400 "$sock" "echo started; $guest_fio"
   wait_for_log "$tmp/g.log" started 120
@@ -70,7 +48,7 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 
 
 @test "SIGTERM restarts under guest I/O (planned upgrade): no error, every block verifies" {
   requires_plugin file
-  start_slowfs 64M
+  start_slowfs 64M 2000
   start_gateway file file="$mnt/disk"
   guest_start g -C ",reconnect=1" -t 400 "$sock" "echo started; $guest_fio"
   wait_for_log "$tmp/g.log" started 120

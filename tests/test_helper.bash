@@ -96,6 +96,10 @@ blkgate_teardown() {
     echo "--- $gwlog (last 30 lines) ---" >&2
     tail -n 30 "$gwlog" >&2
   fi
+  # A slowfs mount (start_slowfs) goes once its daemon is stopped.
+  if [ -n "${mnt:-}" ] && mountpoint -q "$mnt" 2>/dev/null; then
+    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
+  fi
   [ -z "$own_sockdir" ] || rm -rf "$own_sockdir"
   return $rc
 }
@@ -302,6 +306,21 @@ requires_punch_hole() {
   fallocate -p -o 64k -l 64k "$f" 2>/dev/null ||
     { rm -f "$f"; missing "$1 cannot punch holes" || return 1; }
   rm -f "$f"
+}
+
+# start_slowfs SIZE DELAY: $mnt/disk, a sparse SIZE backing file behind slowfs (tests/tools/
+# slowfs.c), a FUSE file whose every request sleeps (DELAY: a random 0..N us, or =N for exactly
+# N us) on one of many threads, so that requests complete out of order.  Unmounted by teardown.
+start_slowfs() {
+  local slowfs=$top_builddir/tests/slowfs
+  [ -x "$slowfs" ] || missing "tests/slowfs is not built (libfuse3 missing)" || return 1
+  requires fusermount3
+  [ -e /dev/fuse ] || missing "/dev/fuse is not available" || return 1
+  mnt=$tmp/mnt
+  truncate -s "$1" "$tmp/backing.img"
+  mkdir -p "$mnt"
+  start_daemon slowfs "$slowfs" "$tmp/backing.img" "$mnt" "$2"
+  wait_for 10 test -e "$mnt/disk"
 }
 
 # ---------------------------------------------------------------------------------------------
