@@ -342,7 +342,8 @@ test_names (void)
   is_str (vu_request_name (VU_GET_VRING_BASE_SKIP_DRAIN),
           "GET_VRING_BASE_SKIP_DRAIN", "name of 45");
   is_str (vu_request_name (0), "UNKNOWN", "name of 0");
-  is_str (vu_request_name (VU_SEND_RARP), "UNKNOWN", "name of 19");
+  is_str (vu_request_name (VU_SEND_RARP), "SEND_RARP", "name of 19");
+  is_str (vu_request_name (33), "UNKNOWN", "name of 33 (unassigned here)");
   is_str (vu_request_name (VU_REQUEST_MAX), "UNKNOWN", "name of 46");
   is_str (vu_request_name (UINT32_MAX), "UNKNOWN", "name of 0xffffffff");
 }
