@@ -21,6 +21,18 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 
   if dmesg | grep -i -E "I/O error|not a head|blk_update_request"; then echo dmesg=bad; fi;
   [ $s -eq 0 ]'
 
+# guest_fio_passed: the guest g finished $guest_fio without an error.  Not under run: the guest
+# is a child of this shell.
+guest_fio_passed() {
+  local status=0
+  guest_wait g || status=$?
+  output=$(cat "$tmp/g.out")
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"fio=0"* ]]
+  [[ "$output" != *"dmesg=bad"* ]]
+}
+
 @test "kill -9 of the gateway under guest I/O: no error, every block verifies" {
   requires_plugin file
   start_slowfs 64M 2000
@@ -35,13 +47,7 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 
     kill_gateway KILL
     start_gateway file file="$mnt/disk"
   done
-  local status=0
-  guest_wait g || status=$?     # not under run: the guest is a child of this shell
-  output=$(cat "$tmp/g.out")
-  echo "$output"
-  [ "$status" -eq 0 ]
-  [[ "$output" == *"fio=0"* ]]
-  [[ "$output" != *"dmesg=bad"* ]]
+  guest_fio_passed
   # The restarts really found requests to resubmit (or the test proved nothing).
   grep -q "resubmitting" "$gwlog"
 }
@@ -59,11 +65,5 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 
     stop_gateway
     start_gateway file file="$mnt/disk"
   done
-  local status=0
-  guest_wait g || status=$?     # not under run: the guest is a child of this shell
-  output=$(cat "$tmp/g.out")
-  echo "$output"
-  [ "$status" -eq 0 ]
-  [[ "$output" == *"fio=0"* ]]
-  [[ "$output" != *"dmesg=bad"* ]]
+  guest_fio_passed
 }
