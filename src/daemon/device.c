@@ -72,14 +72,23 @@ device_new (struct backend *be, int sock, const struct device_config *cfg)
   return dev;
 }
 
+/* Stop every queue.  gone: the front-end has disconnected; with an
+ * inflight region, requests the backend has not started stay there for
+ * the next front-end (a plugin waiting for its server must not hold up
+ * a reconnection) and only I/O under way is waited for.  Otherwise
+ * every request is finished. */
 static void
-stop_all (struct device *dev)
+stop_all (struct device *dev, bool gone)
 {
   unsigned i;
 
   for (i = 0; i < dev->nqueues; i++)
-    if (dev->queues[i])
-      queue_stop (dev->queues[i]);
+    if (dev->queues[i]) {
+      if (gone && dev->inflight.addr)
+        queue_suspend (dev->queues[i]);
+      else
+        queue_stop (dev->queues[i]);
+    }
 }
 
 void
@@ -89,7 +98,7 @@ device_free (struct device *dev)
 
   if (dev == NULL)
     return;
-  stop_all (dev);
+  stop_all (dev, true);
   for (i = 0; dev->queues && i < dev->nqueues; i++)
     if (dev->queues[i]) {
       queue_reset (dev->queues[i]);
@@ -699,7 +708,7 @@ h_reset_device (struct device *dev, struct vu_msg *msg)
 {
   unsigned i;
 
-  stop_all (dev);
+  stop_all (dev, false);
   for (i = 0; i < dev->nqueues; i++)
     if (dev->queues[i])
       queue_reset (dev->queues[i]);
