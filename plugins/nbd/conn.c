@@ -63,6 +63,7 @@ struct conn {
   int fd;                       /* the handle's socket, in epfd */
   uint32_t fd_events;
   int epfd, wakefd, timerfd;
+  int64_t timer_at;             /* ms the timer is armed for; 0: off */
   int64_t down_since;           /* ms; 0 while the server is there */
   int64_t next_attempt;         /* ms, while down */
   unsigned backoff;             /* ms */
@@ -506,6 +507,9 @@ conn_prepare (struct conn *c)
     if (when == 0 || t < when)
       when = t;
   }
+  if (when == c->timer_at)
+    return;
+  c->timer_at = when;
   if (when) {
     its.it_value.tv_sec = when / 1000;
     its.it_value.tv_nsec = (when % 1000) * 1000000 + 1;
