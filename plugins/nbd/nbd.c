@@ -180,9 +180,9 @@ probe (struct nbd_export *e, struct nbd_handle *h, int readonly)
   }
   e->read_only = readonly || nbd_is_read_only (h) == 1;
   e->can_flush = nbd_can_flush (h) == 1;
-  e->can_fua = nbd_can_fua (h) == 1;
-  e->can_trim = nbd_can_trim (h) == 1;
-  e->can_zero = nbd_can_zero (h) == 1;
+  e->can_fua = !e->read_only && nbd_can_fua (h) == 1;
+  e->can_trim = !e->read_only && nbd_can_trim (h) == 1;
+  e->can_zero = !e->read_only && nbd_can_zero (h) == 1;
   e->multi_conn = nbd_can_multi_conn (h) == 1;
   min = nbd_get_block_size (h, LIBNBD_SIZE_MINIMUM);
   max = nbd_get_block_size (h, LIBNBD_SIZE_MAXIMUM);
@@ -361,6 +361,13 @@ nbdp_queue_open (void *handle, unsigned index)
 }
 
 static void
+free_nreq (struct nreq *r)
+{
+  free (r->heap_iov);
+  free (r);
+}
+
+static void
 nbdp_queue_close (void *qctx)
 {
   struct qctx *q = qctx;
@@ -374,7 +381,7 @@ nbdp_queue_close (void *qctx)
   }
   while ((r = TAILQ_FIRST (&q->free)) != NULL) {
     TAILQ_REMOVE (&q->free, r, link);
-    free (r);
+    free_nreq (r);
   }
   if (q->efd >= 0)
     close (q->efd);
@@ -464,17 +471,40 @@ nbdp_submit (void *qctx)
 
 /* --- Requests ----------------------------------------------------------- */
 
+/* A request from q's free list (or a new one) holding a copy of the
+ * iovecs, which the core does not keep for us.  NULL when out of
+ * memory. */
 static struct nreq *
-get_nreq (struct qctx *q)
+get_nreq (struct qctx *q, const struct iovec *iov, int iovcnt)
 {
   struct nreq *r = TAILQ_FIRST (&q->free);
 
   if (r)
     TAILQ_REMOVE (&q->free, r, link);
-  else if ((r = malloc (sizeof *r)) == NULL)
+  else if ((r = calloc (1, sizeof *r)) == NULL)
     return NULL;
-  memset (r, 0, sizeof *r);
+  r->iov = r->inline_iov;
+  if (iovcnt > NREQ_INLINE_IOV) {
+    if (iovcnt > r->heap_cap) {
+      struct iovec *a = realloc (r->heap_iov, iovcnt * sizeof *a);
+
+      if (a == NULL) {
+        TAILQ_INSERT_HEAD (&q->free, r, link);
+        return NULL;
+      }
+      r->heap_iov = a;
+      r->heap_cap = iovcnt;
+    }
+    r->iov = r->heap_iov;
+  }
+  if (iovcnt)
+    memcpy (r->iov, iov, iovcnt * sizeof *iov);
+  r->iovcnt = iovcnt;
   r->q = q;
+  r->bounce = NULL;
+  r->parts = 0;
+  r->err = 0;
+  r->lost = r->replay = r->sent = false;
   return r;
 }
 
@@ -508,15 +538,13 @@ start (struct qctx *q, enum nreq_type type, const struct iovec *iov,
        int iovcnt, uint64_t offset, uint64_t count, uint32_t flags,
        struct blkgate_request *req)
 {
-  struct nreq *r = get_nreq (q);
+  struct nreq *r = get_nreq (q, iov, iovcnt);
   int i;
 
   if (r == NULL)
     return -1;
   r->type = type;
   r->req = req;
-  r->iov = iov;
-  r->iovcnt = iovcnt;
   r->offset = offset;
   r->flags = flags;
   r->count = count;

@@ -18,6 +18,7 @@
 #include <libnbd.h>
 
 #define NBD_MAX_CONNS 256
+#define NREQ_INLINE_IOV 8      /* iovecs a request holds without the heap */
 
 /* Configuration, set in config/config_complete, read-only after. */
 struct nbd_config {
@@ -65,7 +66,7 @@ struct nreq {
   uint64_t seq;                 /* order of arrival on its connection */
   enum nreq_type type;
   uint32_t flags;               /* BLKGATE_FLAG_* */
-  const struct iovec *iov;      /* the core's, valid until completion */
+  struct iovec *iov;            /* a copy: the core's array is not kept */
   int iovcnt;
   uint64_t offset, count;
   void *bounce;                 /* when the iovecs break the alignment */
@@ -74,6 +75,10 @@ struct nreq {
   bool lost;                    /* a command was lost with the connection */
   bool replay;                  /* counted in replay_writes */
   bool sent;
+  /* Kept across reuse: room for the copy of the iovecs. */
+  struct iovec inline_iov[NREQ_INLINE_IOV];
+  struct iovec *heap_iov;
+  int heap_cap;
 };
 TAILQ_HEAD (nreq_list, nreq);
 

@@ -73,3 +73,10 @@ parse_bool (const char *str)
       return 0;
   return -1;
 }
+
+bool
+is_config_key (const char *arg, size_t len)
+{
+  return len > 0 && strspn (arg, "abcdefghijklmnopqrstuvwxyz"
+                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") >= len;
+}

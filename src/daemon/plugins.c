@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "plugins.h"
+#include "utils.h"
 
 static bool
 valid_name (const char *s)
@@ -164,22 +165,13 @@ plugin_unload (struct plugin *pl)
   memset (pl, 0, sizeof *pl);
 }
 
-/* Whether arg[0..len) can be a parameter name: [A-Za-z0-9_.-]+.  A
- * bare value may itself hold '=' (a URI's query), as in nbdkit. */
-static bool
-is_key (const char *arg, size_t len)
-{
-  return len > 0 && strspn (arg, "abcdefghijklmnopqrstuvwxyz"
-                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == len;
-}
-
 int
 plugin_config_arg (struct plugin *pl, const char *arg)
 {
   const char *eq = strchr (arg, '=');
   g_autofree char *key = NULL;
 
-  if (eq == NULL || !is_key (arg, eq - arg)) {
+  if (eq == NULL || !is_config_key (arg, eq - arg)) {
     if (pl->p.magic_config_key == NULL) {
       blkgate_error ("%s: expected KEY=VALUE, got '%s'", pl->p.name, arg);
       return -1;

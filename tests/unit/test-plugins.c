@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 
 #include "plugin-host.h"
+#include "common/utils.h"
 
 #define MAX_IOS   1024   /* in flight at once: 512 per queue, more than
                             the file plugin's 256-entry SQ */
@@ -299,6 +300,8 @@ configure (const char *arg)
   const char *value = eq ? eq + 1 : arg;
   char k[64];
 
+  if (eq && !is_config_key (arg, eq - arg))
+    eq = NULL, value = arg;
   if (eq) {
     snprintf (k, sizeof k, "%.*s", (int) (eq - arg), arg);
     key = k;
