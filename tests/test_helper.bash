@@ -324,6 +324,66 @@ start_slowfs() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# NBD servers (for the nbd plugin).  Each listens on $sockdir/NAME.nbd, is a start_daemon
+# daemon called NAME (log in $tmp/NAME.log) and can be restarted on the same socket.
+
+# start_nbdkit NAME ARGS...: runs "nbdkit -f -U $sockdir/NAME.nbd ARGS..." and waits up to
+# 30 s until it listens.  A socket left by a killed nbdkit is removed first (nbdkit will not
+# bind over it).
+start_nbdkit() {
+  local name=$1 path=$sockdir/$1.nbd
+  shift
+  requires nbdkit
+  rm -f "$path"
+  start_daemon "$name" nbdkit -f -U "$path" "$@"
+  nbd_listening "$name" "$path"
+}
+
+# start_qemu_nbd NAME ARGS...: runs "qemu-nbd --persistent --shared=8 -k $sockdir/NAME.nbd
+# ARGS..." in the foreground and waits up to 30 s until it listens.  --persistent: it does
+# not exit when its last client goes; --shared=8: up to 8 clients at once (qemu-nbd's
+# default is 1; -e 1 among ARGS restores it).
+start_qemu_nbd() {
+  local name=$1 path=$sockdir/$1.nbd
+  shift
+  requires qemu-nbd
+  rm -f "$path"
+  start_daemon "$name" qemu-nbd --persistent --shared=8 -k "$path" "$@"
+  nbd_listening "$name" "$path"
+}
+
+# nbd_listening NAME PATH: waits until daemon NAME listens on PATH; if it exits first,
+# prints its log and fails.
+nbd_listening() {
+  local pid i
+  pid=$(cat "$tmp/.pids/daemon.$1")
+  for ((i = 0; i < 300; i++)); do
+    listens "$pid" "$2" && return 0
+    alive "$pid" || break
+    sleep 0.1
+  done
+  echo "$1 (pid $pid) is not listening on $2:" >&2
+  cat "$tmp/$1.log" >&2
+  return 1
+}
+
+# nbd_uri NAME: the NBD URI of the server NAME.
+nbd_uri() {
+  echo "nbd+unix:///?socket=$sockdir/$1.nbd"
+}
+
+# kill_daemon NAME SIGNAL: sends SIGNAL to daemon NAME (a start_daemon process) and waits up
+# to 10 s until it is gone; then it is no longer teardown's to stop.
+kill_daemon() {
+  local f=$tmp/.pids/daemon.$1 pid
+  [ -e "$f" ] || { echo "kill_daemon: no daemon $1" >&2; return 1; }
+  pid=$(cat "$f")
+  kill -"$2" "$pid"
+  wait_gone "$pid" 10 || { echo "$1 (pid $pid) still runs 10 s after signal $2" >&2; return 1; }
+  rm -f "$f"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Guests
 
 # guest_run [RUN-GUEST OPTIONS] SOCKET... COMMAND: boots the test guest against the sockets,
