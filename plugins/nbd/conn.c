@@ -217,7 +217,7 @@ static int
 command_done (void *opaque, int *error)
 {
   struct nreq *r = opaque;
-  struct conn *c = r->q->conn;
+  struct conn *c = r->conn;
 
   if (*error) {
     if (transient (*error))
@@ -411,9 +411,10 @@ ready (struct conn *c)
   c->state = CONN_READY;
   TAILQ_FOREACH (r, &c->pending, link)
     n++;
-  if (c->was_ready && c->down_since)
-    blkgate_error ("nbd: connection %u reconnected after %.1f s; resending "
+  if (c->down_since)
+    blkgate_error ("nbd: connection %u %s after %.1f s; resending "
                    "%u requests", c->index,
+                   c->was_ready ? "reconnected" : "connected",
                    (now_ms () - c->down_since) / 1000.0, n);
   else
     blkgate_debug ("nbd: connection %u ready", c->index);
@@ -554,6 +555,7 @@ conn_dispatch (struct conn *c)
 void
 conn_enqueue (struct conn *c, struct nreq *r)
 {
+  r->conn = c;
   r->seq = c->next_seq++;
   if (c->failing) {
     finish (c, r, EIO);
@@ -637,6 +639,7 @@ conn_open (struct nbd_export *e, unsigned index, bool threaded)
   c->index = index;
   c->fd = c->epfd = c->wakefd = c->timerfd = -1;
   c->backoff = BACKOFF_MIN_MS;
+  c->state = CONN_DOWN;         /* step connects at once */
   c->threaded = threaded;
   TAILQ_INIT (&c->pending);
   TAILQ_INIT (&c->sent);
@@ -651,8 +654,10 @@ conn_open (struct nbd_export *e, unsigned index, bool threaded)
     blkgate_error ("nbd: connection %u: %m", index);
     goto err;
   }
-  start_connect (c);
+  pthread_mutex_lock (&c->lock);
+  step (c);                     /* a UNIX socket may be ready at once */
   conn_prepare (c);
+  pthread_mutex_unlock (&c->lock);
   if (threaded && pthread_create (&c->thread, NULL, conn_thread, c) != 0) {
     blkgate_error ("nbd: connection %u: pthread_create failed", index);
     goto err;

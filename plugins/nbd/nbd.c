@@ -11,8 +11,8 @@
  *    (the queue polls the connection's epoll fd);
  *  - shared mode otherwise: connections= connections (1 when the server
  *    lacks multi-conn, since a flush on one connection would not cover
- *    writes on another), each driven by a thread of its own; queue i
- *    uses connection i % N.
+ *    writes on another), each driven by a thread of its own; every
+ *    queue spreads its requests over all of them in turn.
  *
  * conn.c handles a connection, its loss and its replacement.
  */
@@ -114,8 +114,10 @@ nbdp_config (const char *key, const char *value)
   if (strcmp (key, "tls-certificates") == 0)
     return set_string (&nbdp_cfg.tls_certificates, value);
   if (strcmp (key, "tls-verify") == 0) {
-    if ((n = blkgate_parse_bool (value)) == -1)
+    if ((n = blkgate_parse_bool (value)) == -1) {
+      blkgate_error ("nbd: tls-verify=%s: expected on or off", value);
       return -1;
+    }
     nbdp_cfg.tls_verify = n;
     return 0;
   }
@@ -313,12 +315,53 @@ nbdp_can_fua (void *handle)
 
 /* --- Queues ------------------------------------------------------------- */
 
+/* Per-queue mode: q's own connection, driven by q's thread. */
+static int
+open_own (struct qctx *q)
+{
+  unsigned slot = q->index % NBD_MAX_CONNS;
+
+  if ((q->conn = conn_open (q->e, q->index, false)) == NULL)
+    return -1;
+  q->owns_conn = true;
+  pthread_mutex_lock (&q->e->lock);
+  q->e->conns[slot] = q->conn;
+  pthread_mutex_unlock (&q->e->lock);
+  return 0;
+}
+
+/* Shared mode: every queue spreads its requests over all the shared
+ * connections, opened by the first queue; completions come back
+ * through q's eventfd. */
+static int
+open_shared (struct qctx *q)
+{
+  struct nbd_export *e = q->e;
+  unsigned i;
+  int r = 0;
+
+  q->next = q->index;
+  if ((q->efd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
+    blkgate_error ("nbd: eventfd: %m");
+    return -1;
+  }
+  pthread_mutex_lock (&e->lock);
+  for (i = 0; i < e->nshared && r == 0; i++) {
+    if (e->shared[i] == NULL)
+      e->shared[i] = conn_open (e, i, true);
+    if (e->shared[i] == NULL)
+      r = -1;
+    e->conns[i] = e->shared[i];
+  }
+  pthread_mutex_unlock (&e->lock);
+  return r;
+}
+
 static void *
 nbdp_queue_open (void *handle, unsigned index)
 {
   struct nbd_export *e = handle;
   struct qctx *q = calloc (1, sizeof *q);
-  unsigned slot;
 
   if (q == NULL) {
     blkgate_error ("nbd: calloc: %m");
@@ -330,27 +373,7 @@ nbdp_queue_open (void *handle, unsigned index)
   pthread_mutex_init (&q->lock, NULL);
   TAILQ_INIT (&q->done);
   TAILQ_INIT (&q->free);
-  pthread_mutex_lock (&e->lock);
-  if (e->per_queue) {
-    slot = index % NBD_MAX_CONNS;
-    q->conn = conn_open (e, index, false);
-    q->owns_conn = true;
-  }
-  else {
-    slot = index % e->nshared;
-    if (e->shared[slot] == NULL)
-      e->shared[slot] = conn_open (e, slot, true);
-    q->conn = e->shared[slot];
-    q->efd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (q->efd == -1)
-      blkgate_error ("nbd: eventfd: %m");
-  }
-  if (q->conn)
-    e->conns[slot] = q->conn;
-  pthread_mutex_unlock (&e->lock);
-  if (q->conn == NULL || (!q->owns_conn && q->efd == -1)) {
-    if (q->owns_conn && q->conn)
-      conn_close (q->conn);
+  if (e->per_queue ? open_own (q) == -1 : open_shared (q) == -1) {
     if (q->efd >= 0)
       close (q->efd);
     pthread_mutex_destroy (&q->lock);
@@ -461,11 +484,13 @@ static int
 nbdp_submit (void *qctx)
 {
   struct qctx *q = qctx;
+  unsigned i;
 
-  if (q->kick) {
-    q->kick = false;
-    conn_wake (q->conn);
-  }
+  for (i = 0; !q->owns_conn && i < q->e->nshared; i++)
+    if (q->kick[i]) {
+      q->kick[i] = false;
+      conn_wake (q->e->shared[i]);
+    }
   return 0;
 }
 
@@ -539,6 +564,8 @@ start (struct qctx *q, enum nreq_type type, const struct iovec *iov,
        struct blkgate_request *req)
 {
   struct nreq *r = get_nreq (q, iov, iovcnt);
+  struct conn *c;
+  unsigned slot;
   int i;
 
   if (r == NULL)
@@ -554,13 +581,15 @@ start (struct qctx *q, enum nreq_type type, const struct iovec *iov,
     TAILQ_INSERT_HEAD (&q->free, r, link);
     return -1;
   }
-  conn_lock (q->conn);
-  conn_enqueue (q->conn, r);
-  conn_unlock (q->conn);
+  slot = q->owns_conn ? 0 : q->next++ % q->e->nshared;
+  c = q->owns_conn ? q->conn : q->e->shared[slot];
+  conn_lock (c);
+  conn_enqueue (c, r);
+  conn_unlock (c);
   if (q->owns_conn)
-    drain (q);
+    drain (q);                  /* it may have failed at once */
   else
-    q->kick = true;
+    q->kick[slot] = true;
   return 0;
 }
 
@@ -602,13 +631,17 @@ static int
 nbdp_aio_cancel (void *qctx, struct blkgate_request *req)
 {
   struct qctx *q = qctx;
-  int r;
+  unsigned i, n = q->owns_conn ? 1 : q->e->nshared;
 
-  conn_lock (q->conn);
-  r = conn_cancel (q->conn, q, req);
-  conn_unlock (q->conn);
+  for (i = 0; i < n; i++) {
+    struct conn *c = q->owns_conn ? q->conn : q->e->shared[i];
+
+    conn_lock (c);
+    conn_cancel (c, q, req);
+    conn_unlock (c);
+  }
   drain (q);
-  return r;
+  return 0;
 }
 
 static struct blkgate_plugin plugin = {

@@ -62,6 +62,7 @@ struct qctx;
 struct nreq {
   TAILQ_ENTRY (nreq) link;
   struct qctx *q;               /* the queue that completes it */
+  struct conn *conn;            /* the connection that sends it */
   struct blkgate_request *req;
   uint64_t seq;                 /* order of arrival on its connection */
   enum nreq_type type;
@@ -86,9 +87,10 @@ TAILQ_HEAD (nreq_list, nreq);
 struct qctx {
   struct nbd_export *e;
   unsigned index;
-  struct conn *conn;            /* the connection its requests go to */
-  bool owns_conn;               /* per-queue mode: it drives conn */
-  bool kick;                    /* shared mode: conn must be woken */
+  struct conn *conn;            /* per-queue mode: its own, it drives it */
+  bool owns_conn;
+  unsigned next;                /* shared mode: the next connection to use */
+  bool kick[NBD_MAX_CONNS];     /* shared mode: connections to wake */
   int efd;                      /* shared mode: completions are ready */
   pthread_mutex_t lock;         /* guards done */
   struct nreq_list done;
