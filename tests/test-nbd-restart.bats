@@ -215,7 +215,7 @@ kill_rounds() {
   start_nbdkit srv memory 32M
   run -0 "$BLKGATE_IO" -t 20 "$sock" -c 'write 0 64k -S 2' -c 'verify 0 64k -S 2'
   wait_for_log "$gwlog" 'size changed' 10
-  grep -i 'size changed' "$gwlog" >&3 || true
+  grep -i 'size changed' "$gwlog" | sed 's/^/# /' >&3 || true
   run -0 "$BLKGATE_IO" -t 20 "$sock" info
   grep capacity <<< "$output" | sed 's/^ */# /' >&3
   alive "$gateway_pid"
