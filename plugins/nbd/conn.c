@@ -357,20 +357,20 @@ unwatch_fd (struct conn *c)
   c->fd_events = 0;
 }
 
-/* The handle is dead or failed to connect: close it and take back
- * what it had sent. */
+/* The handle is dead or failed to connect (reason: what libnbd said,
+ * when it just said it): close it and take back what it had sent. */
 static void
-lost (struct conn *c)
+lost (struct conn *c, const char *reason)
 {
   struct nreq *r;
   unsigned n = 0;
 
   if (c->state == CONN_READY)
     blkgate_error ("nbd: connection %u lost: %s; holding requests and "
-                   "reconnecting", c->index, why ());
+                   "reconnecting", c->index, reason);
   else
     blkgate_debug ("nbd: connection %u: connect failed: %s", c->index,
-                   why ());
+                   reason);
   unwatch_fd (c);
   if (c->h)
     nbd_close (c->h);           /* may run completion callbacks */
@@ -392,13 +392,23 @@ lost (struct conn *c)
   c->backoff = c->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff * 2;
 }
 
+/* A ready connection whose handle died (in any libnbd call: libnbd
+ * then closes the socket itself, so no event would ever tell us). */
+static void
+check_alive (struct conn *c)
+{
+  if (c->state == CONN_READY &&
+      (nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h)))
+    lost (c, "the connection died");
+}
+
 static void
 start_connect (struct conn *c)
 {
   c->h = nbdp_new_handle ();
   c->state = CONN_CONNECTING;
   if (c->h == NULL || nbd_aio_connect_uri (c->h, nbdp_cfg.uri) == -1)
-    lost (c);
+    lost (c, why ());
 }
 
 static void
@@ -460,16 +470,13 @@ step (struct conn *c)
     if (nbd_aio_is_ready (c->h))
       ready (c);
     else if (!nbd_aio_is_connecting (c->h))
-      lost (c);
+      lost (c, "the handshake failed");
   }
-  else if (c->state == CONN_READY &&
-           (nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h)))
-    lost (c);
+  check_alive (c);
   handle_settled (c);
   if (c->state == CONN_READY) {
     send_pending (c);
-    if (nbd_aio_is_dead (c->h))
-      lost (c);
+    check_alive (c);
     handle_settled (c);
   }
   check_timeout (c, now);
@@ -541,10 +548,10 @@ conn_dispatch (struct conn *c)
         break;
       if ((ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
           nbd_aio_notify_read (c->h) == -1 && c->state == CONN_READY)
-        lost (c);
+        lost (c, why ());
       else if ((ev[i].events & EPOLLOUT) && c->h &&
                nbd_aio_notify_write (c->h) == -1 && c->state == CONN_READY)
-        lost (c);
+        lost (c, why ());
       break;
     }
   }
@@ -564,6 +571,7 @@ conn_enqueue (struct conn *c, struct nreq *r)
   TAILQ_INSERT_TAIL (&c->pending, r, link);
   if (!c->threaded && c->state == CONN_READY) {
     send_one (c, r);
+    check_alive (c);            /* libnbd may find the server gone here */
     handle_settled (c);
   }
 }
