@@ -3,6 +3,7 @@
 # that was built.  Fails if none was, or if any run fails.  The nbd plugin
 # runs against an nbdkit memory export (and against one that is read-only);
 # without nbdkit it is skipped, or fails under BLKGATE_TEST_REQUIRE_ALL=1.
+# The fuse plugin runs on a plain file in /tmp (with and without O_DIRECT).
 set -u
 top=${abs_top_builddir:-$(cd "$(dirname "$0")/.." && pwd)}
 rc=0 n=0 nbdkit_pid= work=
@@ -51,6 +52,14 @@ for so in "$top"/plugins/*/.libs/blkgate-*-plugin.so; do
       run "$so" "$uri"
       start_nbdkit -r memory 32M || { echo "FAILED: nbdkit did not start"; rc=1; continue; }
       run "$so" "uri=$uri" retry-timeout=5
+      ;;
+    */blkgate-fuse-plugin.so)
+      # The data path on a plain file; FUSE mounts are tests/test-fuse-plugin.bats.
+      cleanup
+      work=$(mktemp -d /tmp/blkgate-tp.XXXXXX)
+      truncate -s 64M "$work/disk.img"
+      run "$so" "file=$work/disk.img"
+      run "$so" "file=$work/disk.img" direct=on
       ;;
     *) run "$so" ;;
   esac

@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>    /* fstatfs */
 #include <linux/fs.h>   /* BLK* ioctls */
 #include <liburing.h>   /* IO_URING_VERSION_* */
 
@@ -267,6 +268,7 @@ static void *
 file_open (int readonly)
 {
   struct handle *h = calloc (1, sizeof *h);
+  struct statfs sfs;
 
   if (h == NULL) {
     blkgate_error ("calloc: %m");
@@ -282,6 +284,9 @@ file_open (int readonly)
   if (file_stat (h) == -1 || file_open_direct (h) == -1)
     goto err;
   file_probe (h);
+  if (fstatfs (h->fd, &sfs) == 0 && sfs.f_type == 0x65735546) /* FUSE */
+    blkgate_debug ("file: %s is on a FUSE file system: the fuse plugin "
+                   "would survive a restart of its daemon", file_path);
   blkgate_debug ("file: %s: size=%" PRIi64 " block_size=%d direct=%s "
                  "punch=%d zero_range=%d discard=%d", file_path, h->size,
                  h->block_size, h->dfd >= 0 ? "on" : "off", h->can_punch,
