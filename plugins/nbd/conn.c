@@ -142,7 +142,7 @@ replay_done (struct conn *c, struct nreq *r)
     return;
   /* The last lost write is back: wake connections holding a flush. */
   pthread_mutex_lock (&c->e->lock);
-  for (i = 0; i < NBD_MAX_CONNS; i++)
+  for (i = 0; i < NBD_MAX_OPEN; i++)
     if (c->e->conns[i] && c->e->conns[i] != c)
       conn_wake (c->e->conns[i]);
   pthread_mutex_unlock (&c->e->lock);

@@ -315,19 +315,51 @@ nbdp_can_fua (void *handle)
 
 /* --- Queues ------------------------------------------------------------- */
 
-/* Per-queue mode: q's own connection, driven by q's thread. */
+/* Put c in the export's list of open connections (under e->lock); -1
+ * when it is full. */
+static int
+register_conn (struct nbd_export *e, struct conn *c)
+{
+  unsigned i;
+
+  for (i = 0; i < NBD_MAX_OPEN; i++)
+    if (e->conns[i] == NULL) {
+      e->conns[i] = c;
+      return 0;
+    }
+  blkgate_error ("nbd: more than %d connections", NBD_MAX_OPEN);
+  return -1;
+}
+
+static void
+unregister_conn (struct nbd_export *e, struct conn *c)
+{
+  unsigned i;
+
+  for (i = 0; i < NBD_MAX_OPEN; i++)
+    if (e->conns[i] == c)
+      e->conns[i] = NULL;
+}
+
+/* Per-queue mode: q's own connection, driven by q's thread.  The queue
+ * index is only a name: the core may open contexts beyond the
+ * virtqueues (the FUSE export does). */
 static int
 open_own (struct qctx *q)
 {
-  unsigned slot = q->index % NBD_MAX_CONNS;
+  int r;
 
   if ((q->conn = conn_open (q->e, q->index, false)) == NULL)
     return -1;
   q->owns_conn = true;
   pthread_mutex_lock (&q->e->lock);
-  q->e->conns[slot] = q->conn;
+  r = register_conn (q->e, q->conn);
   pthread_mutex_unlock (&q->e->lock);
-  return 0;
+  if (r == -1) {
+    conn_close (q->conn);
+    q->conn = NULL;
+  }
+  return r;
 }
 
 /* Shared mode: every queue spreads its requests over all the shared
@@ -347,11 +379,11 @@ open_shared (struct qctx *q)
   }
   pthread_mutex_lock (&e->lock);
   for (i = 0; i < e->nshared && r == 0; i++) {
-    if (e->shared[i] == NULL)
-      e->shared[i] = conn_open (e, i, true);
-    if (e->shared[i] == NULL)
+    if (e->shared[i])
+      continue;
+    e->shared[i] = conn_open (e, i, true);
+    if (e->shared[i] == NULL || register_conn (e, e->shared[i]) == -1)
       r = -1;
-    e->conns[i] = e->shared[i];
   }
   pthread_mutex_unlock (&e->lock);
   return r;
@@ -398,7 +430,7 @@ nbdp_queue_close (void *qctx)
 
   if (q->owns_conn) {
     pthread_mutex_lock (&q->e->lock);
-    q->e->conns[q->index % NBD_MAX_CONNS] = NULL;
+    unregister_conn (q->e, q->conn);
     pthread_mutex_unlock (&q->e->lock);
     conn_close (q->conn);
   }

@@ -18,6 +18,7 @@
 #include <libnbd.h>
 
 #define NBD_MAX_CONNS 256
+#define NBD_MAX_OPEN (2 * NBD_MAX_CONNS) /* queues + other contexts */
 #define NREQ_INLINE_IOV 8      /* iovecs a request holds without the heap */
 
 /* Configuration, set in config/config_complete, read-only after. */
@@ -47,7 +48,7 @@ struct nbd_export {
   atomic_uint replay_writes;
 
   pthread_mutex_t lock;         /* guards conns[] */
-  struct conn *conns[NBD_MAX_CONNS]; /* every open connection */
+  struct conn *conns[NBD_MAX_OPEN]; /* every open connection, in any slot */
   struct conn *shared[NBD_MAX_CONNS];
 };
 
