@@ -345,5 +345,8 @@ blkgate_complete (struct blkgate_request *req, int err)
     blkgate_complete (req, 0);
     return;
   }
-  queue_request_done (r);
+  if (r->done)
+    r->done (r);
+  else
+    queue_request_done (r);
 }

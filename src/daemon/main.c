@@ -6,7 +6,8 @@
  * loads and opens the plugin, and then runs the glib main loop, which
  * handles the listening socket, the front-end's messages, signals and
  * --run's child.  Queue threads are started by device.c through
- * queue.c; sync plugin workers by backend.c. */
+ * queue.c; sync plugin workers by backend.c; --fuse-export's threads
+ * by fuse-export.c. */
 
 #include <config.h>
 
@@ -25,6 +26,9 @@
 #include <glib/gstdio.h>
 
 #include "backend.h"
+#ifdef HAVE_FUSE_EXPORT
+#include "fuse-export.h"
+#endif
 #include "log.h"
 #include "plugins.h"
 #include "server.h"
@@ -51,12 +55,18 @@ static struct {
   char *blk_file;
   char *log;
   gboolean inflight_migration;
+  char *fuse_export;
+  gboolean fuse_export_writable;
   char **rest;
 } opt = { .fd = -1, .num_queues = DEFAULT_QUEUES };
 
 static GMainLoop *loop;
 static int exit_status;
 static char *run_tmpdir;
+static int ready_fd = -1;       /* daemonized: tell the parent we serve */
+#ifdef HAVE_FUSE_EXPORT
+static struct fuse_export *fuse_export;
+#endif
 
 static const GOptionEntry entries[] = {
   { "socket", 's', 0, G_OPTION_ARG_FILENAME, &opt.socket,
@@ -96,6 +106,11 @@ static const GOptionEntry entries[] = {
   { "inflight-migration", 0, 0, G_OPTION_ARG_NONE, &opt.inflight_migration,
     "Offer GET_VRING_BASE_INFLIGHT: requests in flight migrate with the "
     "VM instead of being drained", NULL },
+  { "fuse-export", 0, 0, G_OPTION_ARG_FILENAME, &opt.fuse_export,
+    "Also expose the disk as a regular file at PATH (FUSE mount)", "PATH" },
+  { "fuse-export-writable", 0, 0, G_OPTION_ARG_NONE,
+    &opt.fuse_export_writable,
+    "Let the --fuse-export file be written (read-only by default)", NULL },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
     NULL, "PLUGIN [KEY=VALUE ...]" },
   { NULL }
@@ -130,6 +145,16 @@ parse_args (int argc, char **argv)
     blkgate_error ("--log must be stderr or syslog");
     return -1;
   }
+  if (opt.fuse_export_writable && !opt.fuse_export) {
+    blkgate_error ("--fuse-export-writable needs --fuse-export PATH");
+    return -1;
+  }
+#ifndef HAVE_FUSE_EXPORT
+  if (opt.fuse_export) {
+    blkgate_error ("--fuse-export: blkgate was built without FUSE support");
+    return -1;
+  }
+#endif
   return 0;
 }
 
@@ -225,8 +250,10 @@ write_pidfile (void)
   return 0;
 }
 
-/* Forks into the background; the parent exits once the child has
- * written its pidfile, so "blkgate ... && use the socket" works. */
+/* Forks into the background; the parent exits once the child says it
+ * is ready (daemon_ready, after its pidfile and --fuse-export mount),
+ * so "blkgate ... && use the socket" works.  A child that fails before
+ * that makes the parent exit 1. */
 static int
 daemonize (void)
 {
@@ -234,7 +261,7 @@ daemonize (void)
   pid_t pid;
   char c;
 
-  if (pipe (pfd) == -1 || (pid = fork ()) == -1) {
+  if (pipe2 (pfd, O_CLOEXEC) == -1 || (pid = fork ()) == -1) {
     blkgate_error ("cannot daemonize: %m");
     return -1;
   }
@@ -244,8 +271,6 @@ daemonize (void)
   }
   close (pfd[0]);
   setsid ();
-  if (write_pidfile () == -1)
-    _exit (1);
   int null = open ("/dev/null", O_RDWR);
   dup2 (null, 0);
   dup2 (null, 1);
@@ -253,11 +278,52 @@ daemonize (void)
     close (null);
   if (chdir ("/") == -1)
     blkgate_error ("chdir /: %m");
-  c = 'y';
-  if (write (pfd[1], &c, 1) != 1)
-    blkgate_error ("cannot tell the parent we are ready: %m");
-  close (pfd[1]);
+  ready_fd = pfd[1];
   return 0;
+}
+
+/* Start-up went well: the parent of a daemon may exit 0. */
+static void
+daemon_ready (void)
+{
+  char c = 'y';
+
+  if (ready_fd < 0)
+    return;
+  if (write (ready_fd, &c, 1) != 1)
+    blkgate_error ("cannot tell the parent we are ready: %m");
+  close (ready_fd);
+  ready_fd = -1;
+}
+
+/* --fuse-export: mounted in the process that serves it, before the
+ * pidfile says we are ready. */
+static int
+start_fuse_export (struct backend *be)
+{
+#ifdef HAVE_FUSE_EXPORT
+  if (opt.fuse_export) {
+    fuse_export = fuse_export_start (be, opt.fuse_export,
+                                     opt.fuse_export_writable);
+    if (fuse_export == NULL)
+      return -1;
+  }
+#endif
+  return 0;
+}
+
+/* False if its requests are stuck in the plugin: see serve. */
+static bool
+stop_fuse_export (void)
+{
+#ifdef HAVE_FUSE_EXPORT
+  bool ok = fuse_export_stop (fuse_export, SHUTDOWN_TIMEOUT_MS);
+
+  fuse_export = NULL;
+  return ok;
+#else
+  return true;
+#endif
 }
 
 static gboolean
@@ -362,38 +428,44 @@ queue_count (const struct backend *be)
   return n;
 }
 
+static void
+make_absolute (char **path)
+{
+  char *p;
+
+  if (*path && !g_path_is_absolute (*path)) {
+    p = g_canonicalize_filename (*path, NULL);
+    g_free (*path);
+    *path = p;
+  }
+}
+
 /* Paths are used again after daemonizing (chdir /): make them
  * absolute first. */
 static void
 absolute_paths (void)
 {
-  char *p;
-
-  if (opt.socket && !g_path_is_absolute (opt.socket)) {
-    p = g_canonicalize_filename (opt.socket, NULL);
-    g_free (opt.socket);
-    opt.socket = p;
-  }
-  if (opt.pidfile && !g_path_is_absolute (opt.pidfile)) {
-    p = g_canonicalize_filename (opt.pidfile, NULL);
-    g_free (opt.pidfile);
-    opt.pidfile = p;
-  }
+  make_absolute (&opt.socket);
+  make_absolute (&opt.pidfile);
+  make_absolute (&opt.fuse_export);
 }
 
 static int
 serve (struct backend *be)
 {
   int fd = open_socket ();
+  bool stuck;
 
   if (fd == -1)
     return 1;
-  if (!opt.foreground && !opt.run) {
-    if (daemonize () == -1)
-      return 1;
-  }
-  else if (write_pidfile () == -1)
+  if (!opt.foreground && !opt.run && daemonize () == -1)
     return 1;
+  if (start_fuse_export (be) == -1 || write_pidfile () == -1) {
+    stop_fuse_export ();
+    cleanup_files ();
+    return 1;
+  }
+  daemon_ready ();
   if (opt.log && strcmp (opt.log, "syslog") == 0)
     log_to_syslog (true);
   loop = g_main_loop_new (NULL, FALSE);
@@ -408,7 +480,9 @@ serve (struct backend *be)
     exit_status = 1;
   else
     g_main_loop_run (loop);
-  if (!server_stop (SHUTDOWN_TIMEOUT_MS)) {
+  /* Stuck requests leave the plugin open: exit without closing it. */
+  stuck = !stop_fuse_export ();
+  if (!server_stop (SHUTDOWN_TIMEOUT_MS) || stuck) {
     cleanup_files ();
     _exit (exit_status ? exit_status : 1);
   }
@@ -443,6 +517,13 @@ main (int argc, char **argv)
   }
   if (backend_open (&be, &pl, opt.readonly, opt.serial) == -1) {
     blkgate_error ("cannot open the %s plugin", pl.p.name);
+    plugin_unload (&pl);
+    return 1;
+  }
+  if (opt.fuse_export_writable && be.dev.readonly) {
+    blkgate_error ("--fuse-export-writable: the disk is read-only (%s)",
+                   opt.readonly ? "-r" : "the plugin cannot write");
+    backend_close (&be);
     plugin_unload (&pl);
     return 1;
   }

@@ -40,9 +40,13 @@ struct request {
   struct chain chain;
   struct blk_req blk;
   struct sync_job jobs[BLK_MAX_SEGMENTS];
+  /* NULL for a virtqueue's request; otherwise called instead of
+   * queue_request_done (fuse-export.c). */
+  void (*done) (struct request *r);
 };
 
-/* Called (on the queue thread) when every plugin call of r is done. */
+/* Called (on the queue thread) when every plugin call of r is done,
+ * unless r->done is set. */
 void queue_request_done (struct request *r);
 
 #endif /* BLKGATE_REQUEST_H */
