@@ -107,11 +107,16 @@ blkgate_teardown() {
 # ---------------------------------------------------------------------------------------------
 # Processes
 
-# alive PID: true while PID runs (a zombie counts as exited).
+# alive PID: true while any thread of PID runs (a zombie counts as exited).
 alive() {
-  local state
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
+  local t state
+  # Every thread: after SIGKILL the main thread can be a zombie while others still exit,
+  # and the process's files (its listening socket) close only with the last one.
+  for t in /proc/"$1"/task/*; do
+    state=$(sed 's/.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1) || continue
+    [ -n "$state" ] && [ "$state" != Z ] && return 0
+  done
+  return 1
 }
 
 # wait_gone PID SECONDS: waits for PID to exit; false if it still runs after SECONDS.
