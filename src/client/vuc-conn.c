@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -768,6 +769,22 @@ vuc_reset_device (struct vuc_conn *c)
   return 0;
 }
 
+/* Replaces an eventfd with a fresh one (keeps the old on failure). */
+static void
+renew_eventfd (int *fd)
+{
+  int n = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+  if (n >= 0) {
+    close (*fd);
+    *fd = n;
+  }
+}
+
+/* A new front-end, as a new QEMU: the back-end may still be winding
+ * down the old connection (a polling queue thread sees the rings we
+ * clear and may break them), so it gets new call and error eventfds
+ * that the old connection's signals cannot reach. */
 void
 vuc_reset_guest (struct vuc_conn *c)
 {
@@ -776,6 +793,9 @@ vuc_reset_guest (struct vuc_conn *c)
   vuc_close (c);
   for (i = 0; i < c->nqueues; i++) {
     vuc_ring_reset (c->rings[i]);
+    renew_eventfd (&c->rings[i]->call_fd);
+    renew_eventfd (&c->rings[i]->err_fd);
+    renew_eventfd (&c->rings[i]->masked_fd);
     c->rings[i]->stopped = false;
   }
   drop_inflight (c);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 
 #include "backend.h"
@@ -164,6 +165,29 @@ backend_queue_fd (struct backend_queue *bq, short *events)
   }
   *events = 0;
   return p->get_fd ? p->get_fd (bq->qctx, events) : -1;
+}
+
+int
+backend_queue_watch (struct backend_queue *bq, int epfd, uint32_t tag,
+                     int *fd, short *events)
+{
+  short new_events;
+  int new_fd = backend_queue_fd (bq, &new_events);
+  struct epoll_event ev = { .data.u32 = tag };
+  int r = 0;
+
+  if (new_fd == *fd && new_events == *events)
+    return 0;
+  if (*fd >= 0 && new_fd != *fd)
+    epoll_ctl (epfd, EPOLL_CTL_DEL, *fd, NULL);
+  ev.events = ((new_events & POLLIN) ? EPOLLIN : 0) |
+    ((new_events & POLLOUT) ? EPOLLOUT : 0);
+  if (new_fd >= 0)
+    r = epoll_ctl (epfd, new_fd == *fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                   new_fd, &ev);
+  *fd = new_fd;
+  *events = new_events;
+  return r == -1 ? -1 : 0;
 }
 
 void

@@ -43,6 +43,13 @@ void backend_queue_close (struct backend_queue *bq);
 
 /* Plugin fd to wait on (-1 for none) and its events. */
 int backend_queue_fd (struct backend_queue *bq, short *events);
+/* Keeps backend_queue_fd registered in epfd with data.u32 = tag; call
+ * it before every wait, as the fd and its events may change.  *fd and
+ * *events hold what is registered (-1 and 0 at first, and again after
+ * a new epfd); they are updated even when epoll_ctl fails, which
+ * returns -1 with errno set. */
+int backend_queue_watch (struct backend_queue *bq, int epfd, uint32_t tag,
+                         int *fd, short *events);
 /* The plugin fd fired / sync jobs finished / end of a batch. */
 void backend_queue_poll (struct backend_queue *bq);
 void backend_queue_reap (struct backend_queue *bq);

@@ -29,6 +29,7 @@ device_features (const struct backend *be)
 {
   return blk_features (&be->dev) | VU_BIT (VU_F_VERSION_1) |
     VU_BIT (VU_F_INDIRECT_DESC) | VU_BIT (VU_F_EVENT_IDX) |
+    VU_BIT (VU_F_RING_PACKED) |
     VU_BIT (VU_F_LOG_ALL) | VU_BIT (VU_F_PROTOCOL_FEATURES);
 }
 
@@ -154,7 +155,9 @@ get_queue (struct device *dev, uint32_t index)
     queue_init (q, index, dev->be);
     q->event_idx = dev->features & VU_BIT (VU_F_EVENT_IDX);
     q->indirect = dev->features & VU_BIT (VU_F_INDIRECT_DESC);
+    q->packed = dev->features & VU_BIT (VU_F_RING_PACKED);
     q->enabled = !(dev->features & VU_BIT (VU_F_PROTOCOL_FEATURES));
+    q->poll_ns = (uint64_t) dev->cfg->poll_us * 1000;
     if (dev->features & VU_BIT (VU_F_LOG_ALL))
       q->log = dev->log;
     dev->queues[index] = q;
@@ -259,6 +262,7 @@ h_set_features (struct device *dev, struct vu_msg *msg)
     if (q && !q->running) {
       q->event_idx = f & VU_BIT (VU_F_EVENT_IDX);
       q->indirect = f & VU_BIT (VU_F_INDIRECT_DESC);
+      q->packed = f & VU_BIT (VU_F_RING_PACKED);
       if (!(f & VU_BIT (VU_F_PROTOCOL_FEATURES)))
         q->enabled = true;
     }
@@ -454,7 +458,9 @@ h_set_vring_base (struct device *dev, struct vu_msg *msg)
 
   if (q == NULL)
     return H_FAIL;
-  if (s->num > 0xffff) {
+  /* Split: the next avail index.  Packed: avail and used positions,
+   * checked when the ring starts (vring_set_base). */
+  if (s->num > 0xffff && !(dev->features & VU_BIT (VU_F_RING_PACKED))) {
     blkgate_error ("queue %u: vring base 0x%x out of range", s->index, s->num);
     return H_FAIL;
   }
@@ -498,7 +504,7 @@ h_get_vring_base (struct device *dev, struct vu_msg *msg)
   if (q == NULL || suspend == -1)
     return H_FAIL;
   s.num = suspend ? queue_suspend (q) : queue_stop (q);
-  debug ("queue %u: %s, next avail %u", s.index,
+  debug ("queue %u: %s, vring base 0x%x", s.index,
          suspend ? "suspended" : "drained", s.num);
   return vu_msg_reply (dev->sock, msg, &s, sizeof s, -1) == 0
     ? H_REPLIED : H_FAIL;

@@ -18,6 +18,7 @@
 struct device_config {
   unsigned nqueues;             /* offered (GET_QUEUE_NUM) */
   bool inflight_migration;      /* offer GET_VRING_BASE_INFLIGHT (20, 23) */
+  unsigned poll_us;             /* --poll-us: spin after activity (0: off) */
 };
 
 struct device {

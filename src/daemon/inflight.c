@@ -9,7 +9,8 @@
  *
  * Layout: our 64-byte header, then one area per queue of queue_stride
  * bytes, each sized for the larger of the split and packed layouts so
- * packed rings can use the same region. */
+ * packed rings can use the same region.  This file has the region and
+ * split rings; inflight-packed.c has packed rings. */
 
 #include <config.h>
 
@@ -24,15 +25,13 @@
 #include "inflight.h"
 #include "utils.h"
 
-#define PACKED_HDR 32
-#define PACKED_ENTRY 32
-
 static uint32_t
 queue_stride (uint16_t queue_size)
 {
   size_t split = sizeof (struct inflight_split_queue) +
     sizeof (struct inflight_split_desc) * (size_t) queue_size;
-  size_t packed = PACKED_HDR + PACKED_ENTRY * (size_t) queue_size;
+  size_t packed = sizeof (struct inflight_packed_queue) +
+    sizeof (struct inflight_packed_desc) * (size_t) queue_size;
   size_t s = split > packed ? split : packed;
 
   return (s + 63) & ~(size_t) 63;
@@ -220,23 +219,17 @@ collect (struct inflight_ring *ir, uint16_t *heads, unsigned *n,
   return 0;
 }
 
-int
-inflight_ring_start (struct inflight_ring *ir, struct inflight_region *r,
-                     unsigned index, unsigned num, uint16_t used_idx,
-                     uint16_t *heads, unsigned *n, const char **err)
+/* Split: the position comes from the region: everything up to
+ * used->idx is done, and the in-flight heads were fetched after it,
+ * whatever SET_VRING_BASE said (after a crash QEMU sends the used
+ * index). */
+static int
+split_start (struct inflight_ring *ir, struct inflight_split_queue *q,
+             struct ring *vr, uint16_t *heads, unsigned *n, const char **err)
 {
-  struct inflight_split_queue *q;
+  unsigned num = vr->num;
+  uint16_t used_idx = vring_used_idx (vr);
 
-  *n = 0;
-  memset (ir, 0, sizeof *ir);
-  if (r->addr == NULL)
-    return 0;
-  if (index >= r->num_queues || num > r->queue_size) {
-    *err = "ring does not fit the inflight region";
-    return -1;
-  }
-  q = (void *) ((char *) r->addr + r->header_size +
-                (size_t) index * r->queue_stride);
   ir->q = q;
   ir->num = num;
   if (q->version == 0) {        /* fresh: nothing to recover */
@@ -246,18 +239,49 @@ inflight_ring_start (struct inflight_ring *ir, struct inflight_region *r,
     q->last_batch_head = 0;
     q->used_idx = used_idx;
     __atomic_store_n (&q->version, 1, __ATOMIC_RELEASE);
-    return 0;
   }
-  if (q->version != 1 || q->desc_num != num) {
+  else if (q->version != 1 || q->desc_num != num || q->features != 0) {
     *err = "inflight region's queue area does not match this ring";
     ir->q = NULL;
     return -1;
   }
-  if ((q->used_idx != used_idx &&
-       repair_last_batch (q, num, used_idx, err) == -1) ||
-      collect (ir, heads, n, err) == -1) {
+  else if ((q->used_idx != used_idx &&
+            repair_last_batch (q, num, used_idx, err) == -1) ||
+           collect (ir, heads, n, err) == -1) {
     ir->q = NULL;
     return -1;
   }
+  vr->last_avail_idx = used_idx + *n;
   return 0;
+}
+
+int
+inflight_ring_start (struct inflight_ring *ir, struct inflight_region *r,
+                     unsigned index, struct ring *vr, uint16_t *heads,
+                     unsigned *n, const char **err)
+{
+  void *area;
+
+  *n = 0;
+  memset (ir, 0, sizeof *ir);
+  if (r->addr == NULL)
+    return 0;
+  if (index >= r->num_queues || vr->num > r->queue_size) {
+    *err = "ring does not fit the inflight region";
+    return -1;
+  }
+  area = (char *) r->addr + r->header_size + (size_t) index * r->queue_stride;
+  if (vr->packed)
+    return inflight_packed_start (ir, area, vr, heads, n, err);
+  return split_start (ir, area, vr, heads, n, err);
+}
+
+int
+inflight_walk (struct inflight_ring *ir, struct ring *vr,
+               const struct memtable *mem, uint16_t head, struct chain *c,
+               const char **err)
+{
+  if (ir->pq)
+    return inflight_packed_walk (ir, vr, mem, head, c, err);
+  return vring_walk (vr, mem, head, c, err);
 }

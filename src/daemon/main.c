@@ -37,6 +37,7 @@
 #define DEFAULT_QUEUES 64
 #define MAX_QUEUES 256
 #define SHUTDOWN_TIMEOUT_MS 10000
+#define MAX_POLL_US 1000000
 
 static struct {
   char *socket;
@@ -57,6 +58,7 @@ static struct {
   gboolean inflight_migration;
   char *fuse_export;
   gboolean fuse_export_writable;
+  int poll_us;
   char **rest;
 } opt = { .fd = -1, .num_queues = DEFAULT_QUEUES };
 
@@ -111,6 +113,9 @@ static const GOptionEntry entries[] = {
   { "fuse-export-writable", 0, 0, G_OPTION_ARG_NONE,
     &opt.fuse_export_writable,
     "Let the --fuse-export file be written (read-only by default)", NULL },
+  { "poll-us", 0, 0, G_OPTION_ARG_INT, &opt.poll_us,
+    "After activity, poll the ring and plugin N microseconds before "
+    "sleeping (0 to 1000000, default 0: never; a CPU per busy queue)", "N" },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
     NULL, "PLUGIN [KEY=VALUE ...]" },
   { NULL }
@@ -143,6 +148,10 @@ parse_args (int argc, char **argv)
   }
   if (opt.log && strcmp (opt.log, "stderr") && strcmp (opt.log, "syslog")) {
     blkgate_error ("--log must be stderr or syslog");
+    return -1;
+  }
+  if (opt.poll_us < 0 || opt.poll_us > MAX_POLL_US) {
+    blkgate_error ("--poll-us must be between 0 and %d", MAX_POLL_US);
     return -1;
   }
   if (opt.fuse_export_writable && !opt.fuse_export) {
@@ -475,6 +484,7 @@ serve (struct backend *be)
 
   cfg.nqueues = queue_count (be);
   cfg.inflight_migration = opt.inflight_migration;
+  cfg.poll_us = opt.poll_us;
   server_start (fd, be, &cfg);
   if (opt.run && start_run (opt.socket ? opt.socket : "") == -1)
     exit_status = 1;

@@ -178,6 +178,23 @@ memtable_uva (const struct memtable *t, uint64_t uva, uint64_t len)
   return NULL;
 }
 
+bool
+memtable_uva_to_gpa (const struct memtable *t, uint64_t uva, uint64_t len,
+                     uint64_t *gpa)
+{
+  unsigned i;
+
+  for (i = 0; i < t->n; i++) {
+    const struct mem_region *r = &t->r[i];
+    if (uva >= r->uva && uva - r->uva < r->size &&
+        len <= r->size - (uva - r->uva)) {
+      *gpa = r->gpa + (uva - r->uva);
+      return true;
+    }
+  }
+  return false;
+}
+
 static const struct mem_region *
 find_gpa (const struct memtable *t, uint64_t gpa)
 {

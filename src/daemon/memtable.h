@@ -49,6 +49,10 @@ void memtable_free_shell (struct memtable *t);
 
 /* Pointer to [uva, uva+len) if it lies inside one region, else NULL. */
 void *memtable_uva (const struct memtable *t, uint64_t uva, uint64_t len);
+/* The guest address of [uva, uva+len) if it lies inside one region
+ * (for dirty logging of rings given by their front-end address). */
+bool memtable_uva_to_gpa (const struct memtable *t, uint64_t uva,
+                          uint64_t len, uint64_t *gpa);
 /* Pointer to [gpa, gpa+len) if it lies inside one region, else NULL. */
 void *memtable_gpa (const struct memtable *t, uint64_t gpa, uint64_t len);
 /* Appends iovecs covering [gpa, gpa+len), split at region boundaries,

@@ -15,7 +15,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <time.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -172,7 +171,7 @@ start_request (struct queue *q, bool resubmit)
   r->busy = true;
   q->inflight++;
   if (!resubmit)
-    inflight_begin (&q->ir, r->chain.head);
+    inflight_begin (&q->ir, &r->chain);
   if (r->blk.op == BLK_OP_NONE)
     queue_request_done (r);
   else
@@ -202,7 +201,8 @@ resubmit (struct queue *q)
   while (q->recover_pos < q->nrecover && q->inflight == 0 && !q->paused &&
          !q->broken && !q->suspending && (q->enabled || q->stopping)) {
     uint16_t head = q->recover[q->recover_pos++];
-    if (vring_walk (&q->vr, q->mem, head, &q->spare, &err) == -1) {
+    if (inflight_walk (&q->ir, &q->vr, q->mem, head, &q->spare,
+                       &err) == -1) {
       mark_broken (q, err);
       return;
     }
@@ -228,7 +228,7 @@ fetch (struct queue *q)
       }
       start_request (q, false);
     }
-    if (!can_fetch (q) || !vring_arm_kick (&q->vr))
+    if (!can_fetch (q) || q->polling || !vring_arm_kick (&q->vr))
       return;
   }
 }
@@ -253,27 +253,6 @@ publish (struct queue *q)
   q->nbatch = 0;
   if (notify && q->call_fd >= 0)
     eventfd_write (q->call_fd, 1);
-}
-
-static void
-watch_plugin_fd (struct queue *q)
-{
-  short events;
-  int fd = backend_queue_fd (&q->bq, &events);
-  struct epoll_event ev = { .data.u32 = EV_PLUGIN };
-
-  if (fd == q->plugin_fd && events == q->plugin_events)
-    return;
-  if (q->plugin_fd >= 0 && fd != q->plugin_fd)
-    epoll_ctl (q->epfd, EPOLL_CTL_DEL, q->plugin_fd, NULL);
-  ev.events = ((events & POLLIN) ? EPOLLIN : 0) |
-    ((events & POLLOUT) ? EPOLLOUT : 0);
-  if (fd >= 0 &&
-      epoll_ctl (q->epfd, fd == q->plugin_fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
-                 fd, &ev) == -1)
-    blkgate_error ("queue %u: epoll_ctl plugin fd: %m", q->index);
-  q->plugin_fd = fd;
-  q->plugin_events = events;
 }
 
 /* One round after events: fetch, submit the batch, publish used
@@ -323,26 +302,89 @@ handle_event (struct queue *q, uint32_t tag)
   }
 }
 
+/* Waits up to timeout_ms (0: only looks, -1: sleeps) and handles what
+ * came.  Returns 1 when a kick or the plugin fired, 0 when commands
+ * or nothing did, -1 after an error. */
+static int
+wait_events (struct queue *q, int timeout_ms)
+{
+  struct epoll_event ev[16];
+  int i, n, active = 0;
+
+  if (backend_queue_watch (&q->bq, q->epfd, EV_PLUGIN, &q->plugin_fd,
+                           &q->plugin_events) == -1)
+    blkgate_error ("queue %u: epoll_ctl plugin fd: %m", q->index);
+  n = epoll_wait (q->epfd, ev, 16, timeout_ms);
+  if (n == -1 && errno != EINTR) {
+    blkgate_error ("queue %u: epoll_wait: %m", q->index);
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    handle_event (q, ev[i].data.u32);
+    if (ev[i].data.u32 != EV_CMD)
+      active = 1;
+  }
+  return active;
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * UINT64_C (1000000000) + ts.tv_nsec;
+}
+
+/* --poll-us, after activity: with guest kicks off, looks for new
+ * entries, plugin completions and commands without sleeping, until
+ * poll_ns pass with none or the queue stops issuing.  A command that
+ * stops it is seen before process, which may report "drained" (after
+ * which the ring may be unmapped): kicks are armed again first, then
+ * looked for once more, so an entry the guest added without kicking
+ * is never left behind. */
+static void
+poll_queue (struct queue *q)
+{
+  uint64_t deadline = now_ns () + q->poll_ns;
+
+  q->polling = true;
+  vring_disable_kick (&q->vr);
+  for (;;) {
+    uint16_t seen = q->vr.last_avail_idx;
+    int r = wait_events (q, 0);
+
+    if (r == -1 || !can_issue (q))
+      break;
+    q->kicked = true;
+    process (q);
+    if (r == 1 || q->vr.last_avail_idx != seen)
+      deadline = now_ns () + q->poll_ns;
+    else if (now_ns () >= deadline)
+      break;
+  }
+  q->polling = false;
+  vring_arm_kick (&q->vr);
+  q->kicked = true;
+  process (q);
+}
+
 static void *
 queue_thread (void *arg)
 {
   struct queue *q = arg;
-  struct epoll_event ev[16];
+  int r;
 
   q->kicked = true;             /* never rely on a first kick */
   process (q);
   while (!q->exit) {
-    int i, n;
-
-    watch_plugin_fd (q);
-    n = epoll_wait (q->epfd, ev, 16, -1);
-    if (n == -1 && errno != EINTR) {
-      blkgate_error ("queue %u: epoll_wait: %m", q->index);
+    r = wait_events (q, -1);
+    if (r == -1)
       break;
-    }
-    for (i = 0; i < n; i++)
-      handle_event (q, ev[i].data.u32);
-    process (q);
+    if (r == 1 && q->poll_ns && can_issue (q))
+      poll_queue (q);
+    else
+      process (q);
   }
   return NULL;
 }
@@ -405,39 +447,36 @@ static int
 setup_rings (struct queue *q, const struct memtable *mem, const char **err)
 {
   memset (&q->vr, 0, sizeof q->vr);
+  q->vr.packed = q->packed;
   if (vring_setup (&q->vr, mem, q->num, q->desc_uva, q->avail_uva,
-                   q->used_uva, err) == -1)
+                   q->used_uva, err) == -1 ||
+      vring_set_base (&q->vr, q->base, err) == -1)
     return -1;
   q->vr.event_idx = q->event_idx;
   q->vr.indirect = q->indirect;
   q->vr.log = q->log_used ? q->log : NULL;
   q->vr.log_guest_addr = q->log_guest_addr;
-  q->vr.last_avail_idx = q->base;
-  q->vr.used_idx = q->vr.published_idx =
-    le16toh (__atomic_load_n (&q->vr.used->idx, __ATOMIC_ACQUIRE));
   q->mem = mem;
   return 0;
 }
 
 /* Recovers the requests a previous back-end left in flight.  The ring
- * position then comes from the region: everything up to used->idx is
- * done, and the in-flight heads were fetched after it, whatever
- * SET_VRING_BASE said (after a crash QEMU sends the used index). */
+ * position then comes from the region (inflight_ring_start), whatever
+ * SET_VRING_BASE said: after a crash QEMU sends a stale value. */
 static int
 recover (struct queue *q, struct inflight_region *region, const char **err)
 {
-  uint16_t used = vring_used_idx (&q->vr);
+  uint32_t base = vring_get_base (&q->vr);
 
-  if (inflight_ring_start (&q->ir, region, q->index, q->num, used,
-                           q->recover, &q->nrecover, err) == -1)
+  if (inflight_ring_start (&q->ir, region, q->index, &q->vr, q->recover,
+                           &q->nrecover, err) == -1)
     return -1;
   q->recover_pos = 0;
-  if (q->ir.q == NULL)
+  if (!inflight_active (&q->ir))
     return 0;
-  if ((uint16_t) (used + q->nrecover) != q->vr.last_avail_idx)
-    debug ("queue %u: ring base %u, region says %u (+%u in flight)",
-           q->index, q->vr.last_avail_idx, used, q->nrecover);
-  q->vr.last_avail_idx = used + q->nrecover;
+  if (vring_get_base (&q->vr) != base)
+    debug ("queue %u: ring base 0x%x, region says 0x%x (%u in flight)",
+           q->index, base, vring_get_base (&q->vr), q->nrecover);
   if (q->nrecover)
     blkgate_info ("queue %u: resubmitting %u requests left in flight",
                   q->index, q->nrecover);
@@ -487,8 +526,9 @@ queue_start (struct queue *q, const struct memtable *mem,
     goto fail;
   }
   q->running = true;
-  debug ("queue %u: started, size %u, avail %u, used %u", q->index, q->num,
-         q->vr.last_avail_idx, q->vr.used_idx);
+  debug ("queue %u: started, %s ring, size %u, avail %u, used %u", q->index,
+         q->packed ? "packed" : "split", q->num, q->vr.last_avail_idx,
+         q->vr.used_idx);
   return 0;
 
  fail:
@@ -512,12 +552,12 @@ join_and_free (struct queue *q)
   backend_queue_close (&q->bq);
   close_thread_fds (q);
   free_requests (q);
-  q->base = q->vr.last_avail_idx;
+  q->base = vring_get_base (&q->vr);
   replace_fd (&q->kick_fd, -1);
-  debug ("queue %u: stopped at avail %u", q->index, q->base);
+  debug ("queue %u: stopped at base 0x%x", q->index, q->base);
 }
 
-uint16_t
+uint32_t
 queue_stop (struct queue *q)
 {
   if (!q->running)
@@ -543,7 +583,7 @@ cmd_suspend (struct queue *q, void *arg)
       backend_cancel (&q->bq, &q->reqs[i]);
 }
 
-uint16_t
+uint32_t
 queue_suspend (struct queue *q)
 {
   unsigned left;

@@ -21,12 +21,13 @@ struct queue {
   /* Set by the control thread while the queue is stopped. */
   unsigned num;
   uint64_t desc_uva, avail_uva, used_uva;
-  uint16_t base;                /* SET_VRING_BASE */
+  uint32_t base;                /* SET_VRING_BASE (vring_set_base) */
   bool addr_set;
-  bool event_idx, indirect;
+  bool event_idx, indirect, packed;
   bool log_used;                /* SET_VRING_ADDR's VHOST_VRING_F_LOG */
   uint64_t log_guest_addr;
   int kick_fd, call_fd, err_fd;
+  uint64_t poll_ns;             /* --poll-us: spin this long after activity */
 
   /* Shared: written by the control thread only through commands. */
   bool running;                 /* thread exists */
@@ -60,6 +61,7 @@ struct queue {
   unsigned nrecover, recover_pos;
   unsigned suspended;           /* requests left in flight by a suspend */
   bool kicked, paused, stopping, suspending, broken, exit;
+  bool polling;                 /* spinning with guest kicks off */
   int plugin_fd;
   short plugin_events;
 };
@@ -73,16 +75,17 @@ int queue_start (struct queue *q, const struct memtable *mem,
                  const struct blk_dev *blk, struct inflight_region *region,
                  const char **err);
 /* Stops fetching, waits for every request in flight to complete and
- * be published, joins the thread.  Returns the next avail index. */
-uint16_t queue_stop (struct queue *q);
+ * be published, joins the thread.  Returns GET_VRING_BASE's value
+ * (vring_get_base). */
+uint32_t queue_stop (struct queue *q);
 
 /* Stops the queue without draining it (migration with the inflight
  * region): nothing new is issued, calls already in the plugin finish
  * (a write on its way is never left to land later), but unfinished
  * requests are not completed to the guest: they stay marked in the
  * inflight region, and no guest memory is written after this returns.
- * Returns the next avail index, which counts them as consumed. */
-uint16_t queue_suspend (struct queue *q);
+ * Returns GET_VRING_BASE's value, which counts them as consumed. */
+uint32_t queue_suspend (struct queue *q);
 
 /* Shutdown: stop fetching and wait up to timeout_ms for requests in
  * flight.  Returns false if some are still in flight (they stay

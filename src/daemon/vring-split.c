@@ -28,9 +28,9 @@ used_size (unsigned num)
 }
 
 int
-vring_setup (struct ring *vr, const struct memtable *mem, unsigned num,
-             uint64_t desc_uva, uint64_t avail_uva, uint64_t used_uva,
-             const char **err)
+vring_split_setup (struct ring *vr, const struct memtable *mem,
+                   unsigned num, uint64_t desc_uva, uint64_t avail_uva,
+                   uint64_t used_uva, const char **err)
 {
   if (num == 0 || num > 32768 || (num & (num - 1)) != 0) {
     *err = "ring size is not a power of 2 in range";
@@ -63,6 +63,18 @@ vring_used_idx (const struct ring *vr)
   return le16toh (__atomic_load_n (&vr->used->idx, __ATOMIC_ACQUIRE));
 }
 
+int
+vring_split_set_base (struct ring *vr, uint32_t base, const char **err)
+{
+  if (base > 0xffff) {
+    *err = "split ring base out of range";
+    return -1;
+  }
+  vr->last_avail_idx = base;
+  vr->used_idx = vr->published_idx = vring_used_idx (vr);
+  return 0;
+}
+
 /* Copies one descriptor out of guest memory. */
 static void
 read_desc (const struct vring_desc *table, unsigned i, struct vring_desc *d)
@@ -74,29 +86,13 @@ read_desc (const struct vring_desc *table, unsigned i, struct vring_desc *d)
   d->next = le16toh (d->next);
 }
 
-/* Adds one buffer to the chain: readable buffers must all come before
- * writable ones (virtio 1.x 2.7.4.2). */
+/* Adds one buffer to the chain. */
 static int
 add_buffer (const struct memtable *mem, const struct vring_desc *d,
             struct chain *c, const char **err)
 {
-  bool writable = d->flags & VRING_DESC_F_WRITE;
-
-  if (!writable && c->niov > c->nout) {
-    *err = "readable descriptor after a writable one";
-    return -1;
-  }
-  if (d->len == 0)
-    return 0;
-  if (memtable_gpa_iov (mem, d->addr, d->len, c->iov, c->gpa, &c->niov,
-                        c->max) == -1) {
-    *err = c->niov >= c->max ? "descriptor chain has too many buffers"
-      : "descriptor points outside guest memory";
-    return -1;
-  }
-  if (!writable)
-    c->nout = c->niov;
-  return 0;
+  return vring_chain_add (mem, d->addr, d->len, d->flags & VRING_DESC_F_WRITE,
+                          c, err);
 }
 
 /* Walks an indirect table.  Its descriptors are copied out one at a
@@ -184,8 +180,8 @@ vring_walk (struct ring *vr, const struct memtable *mem, uint16_t head,
 }
 
 int
-vring_pop (struct ring *vr, const struct memtable *mem, struct chain *c,
-           const char **err)
+vring_split_pop (struct ring *vr, const struct memtable *mem, struct chain *c,
+                 const char **err)
 {
   uint16_t avail_idx = vring_avail_idx (vr), head;
 
@@ -215,7 +211,7 @@ log_used (struct ring *vr, size_t offset, size_t len)
 }
 
 void
-vring_push (struct ring *vr, uint16_t head, uint32_t len)
+vring_split_push (struct ring *vr, uint16_t head, uint32_t len)
 {
   unsigned slot = vr->used_idx & (vr->num - 1);
   struct vring_used_elem *e = &vr->used->ring[slot];
@@ -230,7 +226,7 @@ vring_push (struct ring *vr, uint16_t head, uint32_t len)
 /* With EVENT_IDX the guest asks for an interrupt once used->idx passes
  * used_event; without it, it can only switch interrupts off. */
 bool
-vring_publish (struct ring *vr)
+vring_split_publish (struct ring *vr)
 {
   uint16_t old = vr->published_idx, now = vr->used_idx;
   uint16_t event;
@@ -256,8 +252,19 @@ vring_publish (struct ring *vr)
   return true;
 }
 
+/* used->flags: only VRING_USED_F_NO_NOTIFY, written when it changes
+ * (a flag a previous back-end left set is cleared too). */
+static void
+set_used_flags (struct ring *vr, uint16_t flags)
+{
+  if (le16toh (__atomic_load_n (&vr->used->flags, __ATOMIC_RELAXED)) == flags)
+    return;
+  __atomic_store_n (&vr->used->flags, htole16 (flags), __ATOMIC_RELAXED);
+  log_used (vr, offsetof (struct vring_used, flags), sizeof vr->used->flags);
+}
+
 bool
-vring_arm_kick (struct ring *vr)
+vring_split_arm_kick (struct ring *vr)
 {
   if (vr->event_idx) {
     uint16_t *avail_event = (uint16_t *) &vr->used->ring[vr->num];
@@ -266,6 +273,17 @@ vring_arm_kick (struct ring *vr)
     log_used (vr, offsetof (struct vring_used, ring) +
               sizeof (struct vring_used_elem) * vr->num, sizeof *avail_event);
   }
+  else
+    set_used_flags (vr, 0);
   __atomic_thread_fence (__ATOMIC_SEQ_CST);
   return vring_avail_idx (vr) != vr->last_avail_idx;
+}
+
+/* With EVENT_IDX nothing is written: avail_event stays where the last
+ * vring_arm_kick put it, which the guest's index has passed. */
+void
+vring_split_disable_kick (struct ring *vr)
+{
+  if (!vr->event_idx)
+    set_used_flags (vr, VRING_USED_F_NO_NOTIFY);
 }

@@ -837,6 +837,43 @@ test_used (void)
       "[%s] after popping two: avail_event 2, sleep", g.variant);
 }
 
+/* Polling (--poll-us): kicks off, then armed again. */
+static void
+test_disable_kick (void)
+{
+  uint16_t *avail_event;
+  const char *err;
+
+  reset (16, false, false);
+  vring_disable_kick (&g.vr);
+  ok (le16toh (used ()->flags) == VRING_USED_F_NO_NOTIFY,
+      "[%s] disable_kick: VRING_USED_F_NO_NOTIFY set", g.variant);
+  set_desc (0, G1 + BUF_OFF, 1, VRING_DESC_F_WRITE, 0);
+  post (0);
+  ok (vring_arm_kick (&g.vr) && used ()->flags == 0,
+      "[%s] arm_kick clears it and sees the entry added meanwhile", g.variant);
+  ok (pop (&err) == 1 && !vring_arm_kick (&g.vr) && used ()->flags == 0,
+      "[%s] popped: sleep, flag still clear", g.variant);
+  used ()->flags = htole16 (VRING_USED_F_NO_NOTIFY);  /* left by a crash */
+  ok (!vring_arm_kick (&g.vr) && used ()->flags == 0,
+      "[%s] arm_kick clears a flag it did not set", g.variant);
+
+  reset (16, false, true);
+  avail_event = (uint16_t *) &used ()->ring[16];
+  ok (!vring_arm_kick (&g.vr) && le16toh (*avail_event) == 0,
+      "[%s] EVENT_IDX: armed at 0", g.variant);
+  vring_disable_kick (&g.vr);
+  set_desc (0, G1 + BUF_OFF, 1, VRING_DESC_F_WRITE, 0);
+  post (0);
+  post (0);
+  ok (pop (&err) == 1 && pop (&err) == 1 && le16toh (*avail_event) == 0 &&
+      used ()->flags == 0,
+      "[%s] EVENT_IDX: disable_kick writes nothing, avail_event stays behind",
+      g.variant);
+  ok (!vring_arm_kick (&g.vr) && le16toh (*avail_event) == 2,
+      "[%s] EVENT_IDX: armed again at 2", g.variant);
+}
+
 static void
 run (const char *variant, uint64_t u1)
 {
@@ -860,6 +897,7 @@ run (const char *variant, uint64_t u1)
   test_pop_indirect ();
   test_pop_hostile ();
   test_used ();
+  test_disable_kick ();
   memtable_free (g.t);
 }
 
