@@ -8,6 +8,7 @@
 # reopens the file, the guest sees no error, and every block verifies.
 
 load test_helper
+load guest-integrity
 
 mib=$((1024 * 1024))
 
@@ -152,40 +153,7 @@ control_says='dd if=/dev/vdb bs=512 count=1 iflag=direct status=none | grep -q'
 # ---------------------------------------------------------------------------------------------
 # Data integrity across the bridge
 
-# The host puts random data at these OFFSET:LENGTH ranges of a.img before anything starts (an
-# aligned 64 KiB at 0, 8 KiB at an odd sector, 1 MiB in one request, the disk's last 4 KiB);
-# the guest reads them back, then writes its own (a MiB, 4 KiB at an odd sector, 64 KiB just
-# before the last 4 KiB) and runs fio with crc32c verification over [16 MiB, 32 MiB) with
-# request sizes from 512 bytes to 128 KiB.  None of the ranges overlap.
-pre_ranges="0:65536 $((5 * mib + 3 * 512)):8192 $((40 * mib)):$mib $((64 * mib - 4096)):4096"
-write_ranges="$mib:$mib $((3 * mib + 7 * 512)):4096 $((64 * mib - 69632)):65536"
-fio_off=$((16 * mib)) fio_len=$((16 * mib))
-
-# integrity_guest: the guest prints "size=BYTES", "R OFFSET:LENGTH SHA256" for each range it
-# reads, "W OFFSET LENGTH SHA256" for each range it writes, "fio=STATUS", and "disk=SHA256"
-# of the whole disk read back with O_DIRECT at the end.
-integrity_guest() {
-  guest_run -t 600 "$sock" "
-    echo size=\$(( \$(cat /sys/block/vda/size) * 512 ))
-    for r in $pre_ranges; do
-      off=\${r%:*} len=\${r#*:}
-      echo R \$r \$(dd if=/dev/vda bs=\$len count=1 skip=\$off iflag=skip_bytes,direct \
-                     status=none | sha256sum | cut -d' ' -f1)
-    done
-    for r in $write_ranges; do
-      off=\${r%:*} len=\${r#*:}
-      head -c \$len /dev/urandom > pattern
-      dd if=pattern of=/dev/vda bs=\$len count=1 seek=\$off oflag=seek_bytes,direct \
-         conv=notrunc status=none || exit 1
-      echo W \$off \$len \$(sha256sum < pattern | cut -d' ' -f1)
-    done
-    fio --name=v --filename=/dev/vda --ioengine=libaio --direct=1 --rw=randwrite \
-        --bsrange=512-128k --iodepth=16 --offset=$fio_off --size=$fio_len \
-        --verify=crc32c --verify_fatal=1 --do_verify=1 > fio.out 2>&1
-    s=\$?; tail -n 3 fio.out; echo fio=\$s
-    if dmesg | grep -i -E 'I/O error|blk_update_request'; then echo dmesg=bad; fi
-    echo disk=\$(dd if=/dev/vda bs=1M count=64 iflag=direct status=none | sha256sum | cut -c1-64)"
-}
+# pre_ranges, write_ranges, fio_off, fio_len and integrity_guest: guest-integrity.bash.
 
 @test "fuse bridge: A's data reaches the guest through B, and the guest's writes land in A's image" {
   local r line off len sum nr=0 nw=0
@@ -198,7 +166,7 @@ integrity_guest() {
   start_a
   start_b retry-timeout=60
 
-  run -0 integrity_guest
+  run -0 integrity_guest 600
   [ "${lines[0]}" = "size=$((64 * mib))" ]
   [[ $output == *"fio=0"* ]]
   [[ $output != *"dmesg=bad"* ]]
