@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # --poll-us: after activity a queue thread polls its ring, the plugin and its commands
-# without sleeping, with guest kicks off (VRING_USED_F_NO_NOTIFY, or avail_event left
+# without sleeping (for an adaptive time, up to the value given), with guest kicks off (VRING_USED_F_NO_NOTIFY, or avail_event left
 # behind with EVENT_IDX); when it stops it arms kicks again and looks once more.  With
 # blkgate-io as the front-end: data comes back right, requests sent after the polling has
 # stopped still complete (no lost kick), GET_VRING_BASE is answered while polling, and bad
@@ -203,11 +203,13 @@ kicks_per_request() {
 
   for ei in '' --no-event-idx; do
     start_gateway --poll-us 1000000 file file="$tmp/disk.img"
-    # The write starts the polling (kicks off); the gateway dies within its second.
-    printf '%s\n' 'write 0 64k -S 1' 'sleep 1.5' 'reconnect --retry 20' 'write 64k 64k -S 2' \
-      'verify 0 64k -S 1' 'verify 64k 64k -S 2' | bio $ei "$sock" > "$tmp/bio.out" 2>&1 3>&- &
+    # The bench grows the adaptive spin to its full second (kicks off), the write keeps
+    # it going, and the gateway dies within that second.
+    printf '%s\n' 'bench --rw randread --iodepth 1 --time 0.3' 'write 0 64k -S 1' 'sleep 1.5' \
+      'reconnect --retry 20' 'write 64k 64k -S 2' 'verify 0 64k -S 1' 'verify 64k 64k -S 2' |
+      bio $ei "$sock" > "$tmp/bio.out" 2>&1 3>&- &
     local bio_pid=$!
-    sleep 0.3
+    sleep 0.6
     kill_gateway KILL
     # Without polling: only a kick tells it about the second write.
     start_gateway file file="$tmp/disk.img"

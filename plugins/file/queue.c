@@ -127,6 +127,9 @@ file_queue_open (void *handle, unsigned queue_index)
     goto err;
   }
   q->ring_ready = true;
+  /* Not io_uring_register_eventfd_async: completions from io-wq are
+   * posted through task work in this thread, which does not count as
+   * async, so the eventfd would never fire for them. */
   r = io_uring_register_eventfd (&q->ring, q->efd);
   if (r < 0) {
     errno = -r;
@@ -242,11 +245,34 @@ file_flush_queue (struct file_queue *q)
   return file_submit_ring (q);
 }
 
+static void file_reap (struct file_queue *q);
+
+/* Submits what is prepared and reaps what completed inside the submit
+ * (buffered I/O on cached pages), so it is published in this round
+ * rather than after another trip through epoll.  Reaping may push ops again (short
+ * transfers, retries); a few rounds settle that, and if work is still
+ * left the eventfd is written so that file_poll comes back to it. */
+static int
+file_run (struct file_queue *q)
+{
+  int i;
+
+  for (i = 0; i < 4; i++) {
+    if (file_flush_queue (q) == -1)
+      return -1;
+    file_reap (q);
+    if (q->backlog == NULL && io_uring_sq_ready (&q->ring) == 0)
+      return 0;
+  }
+  eventfd_write (q->efd, 1);
+  return 0;
+}
+
 /* The core calls this once after a batch of aio_* calls. */
 int
 file_submit (void *qctx)
 {
-  return file_flush_queue (qctx);
+  return file_run (qctx);
 }
 
 /* Take an op off the free list (or allocate one) with room for iovcnt
@@ -426,7 +452,7 @@ file_poll (void *qctx)
     return -1;
   }
   file_reap (q);
-  return file_flush_queue (q);
+  return file_run (q);
 }
 
 /* Takes the ops of req out of the backlog and finishes them. */

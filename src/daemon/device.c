@@ -157,7 +157,7 @@ get_queue (struct device *dev, uint32_t index)
     q->indirect = dev->features & VU_BIT (VU_F_INDIRECT_DESC);
     q->packed = dev->features & VU_BIT (VU_F_RING_PACKED);
     q->enabled = !(dev->features & VU_BIT (VU_F_PROTOCOL_FEATURES));
-    q->poll_ns = (uint64_t) dev->cfg->poll_us * 1000;
+    q->poll_max_ns = (uint64_t) dev->cfg->poll_us * 1000;
     if (dev->features & VU_BIT (VU_F_LOG_ALL))
       q->log = dev->log;
     dev->queues[index] = q;

@@ -114,8 +114,9 @@ static const GOptionEntry entries[] = {
     &opt.fuse_export_writable,
     "Let the --fuse-export file be written (read-only by default)", NULL },
   { "poll-us", 0, 0, G_OPTION_ARG_INT, &opt.poll_us,
-    "After activity, poll the ring and plugin N microseconds before "
-    "sleeping (0 to 1000000, default 0: never; a CPU per busy queue)", "N" },
+    "After activity, poll the ring and plugin up to N microseconds before "
+    "sleeping, adapting to the traffic (0 to 1000000, default 0: never; a "
+    "CPU per busy queue)", "N" },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
     NULL, "PLUGIN [KEY=VALUE ...]" },
   { NULL }

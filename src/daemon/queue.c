@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 
 #include "log.h"
@@ -27,6 +28,7 @@
 enum { EV_KICK, EV_CMD, EV_PLUGIN };
 
 #define CHAIN_MAX_IOV(num) ((num) + 8)
+#define PUBLISH_EVERY 1
 
 void
 queue_init (struct queue *q, unsigned index, struct backend *be)
@@ -211,8 +213,13 @@ resubmit (struct queue *q)
   }
 }
 
+static void publish (struct queue *q);
+
 /* Pops everything available.  With EVENT_IDX, asks for the next kick
- * and looks again, so an entry added meanwhile is not missed. */
+ * and looks again, so an entry added meanwhile is not missed.
+ * Completions are published every PUBLISH_EVERY requests rather than
+ * at the end of a long batch, so the driver can reap and refill while
+ * this thread goes on: both sides stay busy instead of taking turns. */
 static void
 fetch (struct queue *q)
 {
@@ -227,6 +234,8 @@ fetch (struct queue *q)
         return;
       }
       start_request (q, false);
+      if (q->nbatch >= PUBLISH_EVERY)
+        publish (q);
     }
     if (!can_fetch (q) || q->polling || !vring_arm_kick (&q->vr))
       return;
@@ -336,6 +345,14 @@ now_ns (void)
   return ts.tv_sec * UINT64_C (1000000000) + ts.tv_nsec;
 }
 
+static long
+involuntary_switches (void)
+{
+  struct rusage ru;
+
+  return getrusage (RUSAGE_THREAD, &ru) == 0 ? ru.ru_nivcsw : 0;
+}
+
 /* --poll-us, after activity: with guest kicks off, looks for new
  * entries, plugin completions and commands without sleeping, until
  * poll_ns pass with none or the queue stops issuing.  A command that
@@ -347,6 +364,7 @@ static void
 poll_queue (struct queue *q)
 {
   uint64_t deadline = now_ns () + q->poll_ns;
+  long preempted = involuntary_switches ();
 
   q->polling = true;
   vring_disable_kick (&q->vr);
@@ -367,20 +385,48 @@ poll_queue (struct queue *q)
   vring_arm_kick (&q->vr);
   q->kicked = true;
   process (q);
+  /* Preempted while spinning: the CPU is wanted elsewhere (often by
+   * the very guest thread we wait for), so sleep instead for now. */
+  if (involuntary_switches () != preempted)
+    q->poll_ns = 0;
+}
+
+/* The spin adapts to the traffic, as QEMU's AioContext polling does:
+ * a sleep that ended within poll_max_ns could have been a spin, so the
+ * spin doubles (from POLL_START_NS); a longer sleep means the queue
+ * is idle or slow, and the spin drops to nothing.  An idle queue
+ * costs no CPU, a busy one stops taking wake-ups. */
+#define POLL_START_NS 4000
+
+static void
+adapt_poll (struct queue *q, uint64_t slept_ns)
+{
+  if (slept_ns > q->poll_max_ns)
+    q->poll_ns = 0;
+  else if (q->poll_ns < q->poll_max_ns)
+    q->poll_ns = q->poll_ns ? q->poll_ns * 2 : POLL_START_NS;
+  if (q->poll_ns > q->poll_max_ns)
+    q->poll_ns = q->poll_max_ns;
 }
 
 static void *
 queue_thread (void *arg)
 {
   struct queue *q = arg;
+  uint64_t t0 = 0;
   int r;
 
   q->kicked = true;             /* never rely on a first kick */
+  q->poll_ns = 0;
   process (q);
   while (!q->exit) {
+    if (q->poll_max_ns)
+      t0 = now_ns ();
     r = wait_events (q, -1);
     if (r == -1)
       break;
+    if (r == 1 && q->poll_max_ns)
+      adapt_poll (q, now_ns () - t0);
     if (r == 1 && q->poll_ns && can_issue (q))
       poll_queue (q);
     else

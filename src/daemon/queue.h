@@ -27,7 +27,7 @@ struct queue {
   bool log_used;                /* SET_VRING_ADDR's VHOST_VRING_F_LOG */
   uint64_t log_guest_addr;
   int kick_fd, call_fd, err_fd;
-  uint64_t poll_ns;             /* --poll-us: spin this long after activity */
+  uint64_t poll_max_ns;         /* --poll-us: the longest spin (0: never) */
 
   /* Shared: written by the control thread only through commands. */
   bool running;                 /* thread exists */
@@ -62,6 +62,7 @@ struct queue {
   unsigned suspended;           /* requests left in flight by a suspend */
   bool kicked, paused, stopping, suspending, broken, exit;
   bool polling;                 /* spinning with guest kicks off */
+  uint64_t poll_ns;             /* the current spin, 0 to poll_max_ns */
   int plugin_fd;
   short plugin_events;
 };
