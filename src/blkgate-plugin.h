@@ -167,6 +167,11 @@ extern int64_t blkgate_parse_size (const char *str);
 extern int blkgate_parse_bool (const char *str);
 /* Complete an async request: err is 0 or a positive errno. */
 extern void blkgate_complete (struct blkgate_request *req, int err);
+/* Count n events under name (a string that lives as long as the
+ * plugin, e.g. a literal such as "reconnects"): shown per backend by
+ * the control socket's stats.  Any thread; meant for rare events, it
+ * takes a lock.  Up to 16 names. */
+extern void blkgate_stat_add (const char *name, uint64_t n);
 
 /* A plugin must #define BLKGATE_THREAD_MODEL (one of the values above)
  * before it uses this macro. */

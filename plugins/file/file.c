@@ -302,7 +302,17 @@ file_open (int readonly)
 static int64_t
 file_get_size (void *handle)
 {
-  return ((struct handle *) handle)->size;
+  struct handle *h = handle;
+  struct stat st;
+  uint64_t size;
+
+  /* Asked again at a resize (blkgate-ctl resize): the file or the
+   * device may have grown since the open. */
+  if (h->is_bdev ? ioctl (h->fd, BLKGETSIZE64, &size) == 0
+      : fstat (h->fd, &st) == 0)
+    return h->is_bdev ? (int64_t) size : st.st_size;
+  blkgate_error ("%s: cannot read the size: %m", file_path);
+  return -1;
 }
 
 static int

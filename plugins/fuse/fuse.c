@@ -617,6 +617,7 @@ reopen (struct handle *h)
   h->dev = st.st_dev;
   h->ino = st.st_ino;
   __atomic_store_n (&h->gen, h->gen + 1, __ATOMIC_RELEASE);
+  blkgate_stat_add ("reopens", 1);
   if (h->lost_since)
     blkgate_error ("fuse: %s: reopened after %.1f s%s", fuse_path,
                    (now_ms () - h->lost_since) / 1000.0,

@@ -421,6 +421,10 @@ ready (struct conn *c)
   c->state = CONN_READY;
   TAILQ_FOREACH (r, &c->pending, link)
     n++;
+  if (c->down_since && c->was_ready)
+    blkgate_stat_add ("reconnects", 1);
+  if (c->down_since && n)
+    blkgate_stat_add ("requests_resent", n);
   if (c->down_since)
     blkgate_error ("nbd: connection %u %s after %.1f s; resending "
                    "%u requests", c->index,

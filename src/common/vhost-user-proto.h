@@ -53,6 +53,10 @@ enum vu_request {
 #define VU_FLAG_REPLY       0x4
 #define VU_FLAG_NEED_REPLY  0x8
 
+/* Requests the back-end sends on the back-end request channel
+ * (SET_BACKEND_REQ_FD). */
+#define VU_BACKEND_CONFIG_CHANGE_MSG 2
+
 /* Virtio / vhost feature bits (u64 of GET/SET_FEATURES). */
 #define VU_F_NOTIFY_ON_EMPTY      24
 #define VU_F_LOG_ALL              26

@@ -85,6 +85,7 @@ backend_open (struct backend *be, struct plugin *pl, bool readonly,
 
   memset (be, 0, sizeof *be);
   be->pl = pl;
+  be->readonly_opt = readonly;
   be->async = p->queue_open != NULL;
   be->handle = p->open (readonly);
   if (be->handle == NULL)
@@ -102,6 +103,50 @@ backend_open (struct backend *be, struct plugin *pl, bool readonly,
          be->dev.can_flush ? ", flush" : "", be->dev.can_discard ? ", trim" : "",
          be->dev.can_zero ? ", zero" : "", be->async ? ", async" : ", sync");
   return 0;
+}
+
+int64_t
+backend_current_size (struct backend *be)
+{
+  int64_t size = be->pl->p.get_size (be->handle);
+
+  return size < 0 ? -1 : size - size % be->dev.blk_size;
+}
+
+/* What a front-end may have negotiated must still hold. */
+static bool
+same_caps (const struct blk_dev *a, const struct blk_dev *b)
+{
+  return a->blk_size == b->blk_size && a->readonly == b->readonly &&
+    a->can_flush == b->can_flush && a->can_discard == b->can_discard &&
+    a->can_zero == b->can_zero;
+}
+
+void *
+backend_open_again (struct backend *be, uint64_t *size, const char **err)
+{
+  struct backend nb = *be;
+
+  nb.handle = be->pl->p.open (be->readonly_opt);
+  if (nb.handle == NULL) {
+    *err = "the plugin could not open its backend again (see the log)";
+    return NULL;
+  }
+  if (read_caps (&nb, be->readonly_opt) == -1 || !same_caps (&be->dev, &nb.dev)) {
+    *err = "the reopened backend cannot do what the old one could "
+      "(block size, read-only, flush, trim or zero differ)";
+    backend_close_handle (be, nb.handle);
+    return NULL;
+  }
+  *size = nb.dev.size;
+  return nb.handle;
+}
+
+void
+backend_close_handle (struct backend *be, void *h)
+{
+  if (h != be->handle && be->pl->p.close)
+    be->pl->p.close (h);
 }
 
 void
@@ -164,6 +209,9 @@ backend_queue_fd (struct backend_queue *bq, short *events)
     return bq->done_fd;
   }
   *events = 0;
+  /* No context between the two halves of a reopen. */
+  if (bq->qctx == NULL)
+    return -1;
   return p->get_fd ? p->get_fd (bq->qctx, events) : -1;
 }
 

@@ -19,6 +19,7 @@ struct backend {
   bool fua_native;
   struct blk_dev dev;           /* capabilities as virtio-blk sees them */
   unsigned max_queues;          /* 0 = any */
+  bool readonly_opt;            /* -r: open read-only */
   GThreadPool *pool;            /* sync plugins */
 };
 
@@ -36,6 +37,18 @@ struct backend_queue {
 int backend_open (struct backend *be, struct plugin *pl, bool readonly,
                   const char *serial);
 void backend_close (struct backend *be);
+
+/* The plugin's size now, rounded down to the block size (resize):
+ * -1 after an error. */
+int64_t backend_current_size (struct backend *be);
+/* Opens a second handle for reopen and checks that it can do what the
+ * first could (the front-end negotiated it); NULL with *err set
+ * otherwise.  Its size is in *size. */
+void *backend_open_again (struct backend *be, uint64_t *size,
+                          const char **err);
+/* Closes a handle that backend_open_again returned, or the old one
+ * after a swap (unless it is the same, as plugins may return). */
+void backend_close_handle (struct backend *be, void *h);
 
 int backend_queue_open (struct backend_queue *bq, struct backend *be,
                         unsigned index);

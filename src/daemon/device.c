@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <glib.h>
 
 #include "device.h"
@@ -43,7 +44,7 @@ device_protocol_features (const struct device_config *cfg)
   uint64_t f = VU_BIT (VU_PF_MQ) | VU_BIT (VU_PF_REPLY_ACK) |
     VU_BIT (VU_PF_CONFIG) | VU_BIT (VU_PF_RESET_DEVICE) |
     VU_BIT (VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT (VU_PF_INFLIGHT_SHMFD) |
-    VU_BIT (VU_PF_LOG_SHMFD);
+    VU_BIT (VU_PF_LOG_SHMFD) | VU_BIT (VU_PF_BACKEND_REQ);
 
   if (cfg->inflight_migration)
     f |= VU_BIT (VU_PF_GET_VRING_BASE_INFLIGHT) |
@@ -61,6 +62,7 @@ device_new (struct backend *be, int sock, const struct device_config *cfg)
   dev->be = be;
   dev->cfg = cfg;
   dev->sock = sock;
+  dev->backend_req_fd = -1;
   dev->nqueues = cfg->nqueues;
   dev->blk = be->dev;
   dev->blk.num_queues = cfg->nqueues;
@@ -106,6 +108,8 @@ device_free (struct device *dev)
       free (dev->queues[i]);
     }
   free (dev->queues);
+  if (dev->backend_req_fd >= 0)
+    close (dev->backend_req_fd);
   memtable_free (dev->mem);
   inflight_unmap (&dev->inflight);
   if (dev->log) {
@@ -153,6 +157,7 @@ get_queue (struct device *dev, uint32_t index)
     if (q == NULL)
       return NULL;
     queue_init (q, index, dev->be);
+    q->stats = stats_queue (index);
     q->event_idx = dev->features & VU_BIT (VU_F_EVENT_IDX);
     q->indirect = dev->features & VU_BIT (VU_F_INDIRECT_DESC);
     q->packed = dev->features & VU_BIT (VU_F_RING_PACKED);
@@ -237,6 +242,17 @@ h_set_log_base (struct device *dev, struct vu_msg *msg)
 static int
 h_set_log_fd (struct device *dev, struct vu_msg *msg)
 {
+  return H_OK;
+}
+
+/* The channel for messages from us to the front-end (resize). */
+static int
+h_set_backend_req_fd (struct device *dev, struct vu_msg *msg)
+{
+  if (dev->backend_req_fd >= 0)
+    close (dev->backend_req_fd);
+  dev->backend_req_fd = msg->fds[0];
+  msg->fds[0] = -1;
   return H_OK;
 }
 
@@ -755,6 +771,7 @@ static const handler handlers[VU_REQUEST_MAX] = {
   [VU_GET_MAX_MEM_SLOTS] = h_get_max_mem_slots,
   [VU_ADD_MEM_REG] = h_add_mem_reg,
   [VU_REM_MEM_REG] = h_rem_mem_reg,
+  [VU_SET_BACKEND_REQ_FD] = h_set_backend_req_fd,
 };
 
 /* Requests that always carry a reply payload of their own. */
@@ -805,4 +822,60 @@ device_handle (struct device *dev, struct vu_msg *msg)
     return -1;
   }
   return 0;
+}
+
+/* CONFIG_CHANGE_MSG carries no payload and asks for no reply: the
+ * front-end answers by sending GET_CONFIG on the main channel, which
+ * the main loop serves after we return. */
+static bool
+notify_config_change (struct device *dev)
+{
+  struct vu_header hdr = { .request = VU_BACKEND_CONFIG_CHANGE_MSG,
+                          .flags = VU_VERSION, .size = 0 };
+
+  if (dev->backend_req_fd < 0)
+    return false;
+  if (send (dev->backend_req_fd, &hdr, sizeof hdr,
+            MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sizeof hdr) {
+    blkgate_error ("back-end request channel: send: %m");
+    return false;
+  }
+  return true;
+}
+
+bool
+device_set_size (struct device *dev, uint64_t size)
+{
+  unsigned i;
+
+  dev->blk.size = size;
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i])
+      queue_set_size (dev->queues[i], size);
+  return notify_config_change (dev);
+}
+
+void *
+device_swap_backend (struct device *dev, void *new_handle, const char **err)
+{
+  void *old = dev->be->handle;
+  unsigned i;
+  bool ok = true;
+
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i]) {
+      queue_pause (dev->queues[i]);
+      queue_backend_close (dev->queues[i]);
+    }
+  dev->be->handle = new_handle;
+  for (i = 0; i < dev->nqueues; i++)
+    if (dev->queues[i]) {
+      if (queue_backend_open (dev->queues[i]) == -1)
+        ok = false;
+      if (queue_resume (dev->queues[i], dev->mem, err) == -1)
+        ok = false;
+    }
+  if (!ok && *err == NULL)
+    *err = "a queue could not open the new backend";
+  return old;
 }

@@ -34,6 +34,7 @@ struct device {
   struct blk_dev blk;           /* the backend's, with the guest's wce */
   struct inflight_region inflight;
   struct dirty_log *log;        /* SET_LOG_BASE, or NULL */
+  int backend_req_fd;           /* SET_BACKEND_REQ_FD, or -1 */
 };
 
 struct device *device_new (struct backend *be, int sock,
@@ -49,6 +50,21 @@ bool device_quiesce_for_exit (struct device *dev, int timeout_ms);
 /* Handles one message, replying as the protocol asks.  Returns 0 to
  * keep the connection, -1 to close it (after logging why). */
 int device_handle (struct device *dev, struct vu_msg *msg);
+
+/* A new capacity in bytes (control socket resize): the queues check
+ * requests against it from now on, and the front-end is told through
+ * the back-end request channel (CONFIG_CHANGE_MSG), after which it
+ * reads the config space again and tells the guest.  Returns false
+ * when there is no such channel to tell it. */
+bool device_set_size (struct device *dev, uint64_t size);
+
+/* Reopen: the queues are paused (their requests finish), their plugin
+ * contexts closed, the backend's handle replaced by new_handle, the
+ * contexts opened again and the queues resumed.  The old handle is
+ * returned for the caller to close.  NULL with *err set when a queue
+ * could not resume (it is then broken, as after a bad ring). */
+void *device_swap_backend (struct device *dev, void *new_handle,
+                           const char **err);
 
 /* The feature words we offer. */
 uint64_t device_features (const struct backend *be);

@@ -29,7 +29,9 @@
 #ifdef HAVE_FUSE_EXPORT
 #include "fuse-export.h"
 #endif
+#include "control.h"
 #include "log.h"
+#include "stats.h"
 #include "plugins.h"
 #include "server.h"
 #include "utils.h"
@@ -59,6 +61,7 @@ static struct {
   char *fuse_export;
   gboolean fuse_export_writable;
   int poll_us;
+  char *control;
   char **rest;
 } opt = { .fd = -1, .num_queues = DEFAULT_QUEUES };
 
@@ -117,6 +120,9 @@ static const GOptionEntry entries[] = {
     "After activity, poll the ring and plugin up to N microseconds before "
     "sleeping, adapting to the traffic (0 to 1000000, default 0: never; a "
     "CPU per busy queue)", "N" },
+  { "control", 0, 0, G_OPTION_ARG_FILENAME, &opt.control,
+    "Serve the control socket (JSON lines: stats, resize, reopen, "
+    "shutdown; see blkgate-ctl) at PATH", "PATH" },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
     NULL, "PLUGIN [KEY=VALUE ...]" },
   { NULL }
@@ -458,6 +464,7 @@ absolute_paths (void)
   make_absolute (&opt.socket);
   make_absolute (&opt.pidfile);
   make_absolute (&opt.fuse_export);
+  make_absolute (&opt.control);
 }
 
 static int
@@ -468,10 +475,15 @@ serve (struct backend *be)
 
   if (fd == -1)
     return 1;
+  if (opt.control && control_listen (opt.control) == -1) {
+    cleanup_files ();
+    return 1;
+  }
   if (!opt.foreground && !opt.run && daemonize () == -1)
     return 1;
   if (start_fuse_export (be) == -1 || write_pidfile () == -1) {
     stop_fuse_export ();
+    control_stop ();
     cleanup_files ();
     return 1;
   }
@@ -486,11 +498,17 @@ serve (struct backend *be)
   cfg.nqueues = queue_count (be);
   cfg.inflight_migration = opt.inflight_migration;
   cfg.poll_us = opt.poll_us;
+  if (stats_init (cfg.nqueues) == -1) {
+    blkgate_error ("out of memory");
+    return 1;
+  }
+  control_serve (be, opt.fuse_export != NULL);
   server_start (fd, be, &cfg);
   if (opt.run && start_run (opt.socket ? opt.socket : "") == -1)
     exit_status = 1;
   else
     g_main_loop_run (loop);
+  control_stop ();
   /* Stuck requests leave the plugin open: exit without closing it. */
   stuck = !stop_fuse_export ();
   if (!server_stop (SHUTDOWN_TIMEOUT_MS) || stuck) {

@@ -30,6 +30,15 @@ enum { EV_KICK, EV_CMD, EV_PLUGIN };
 #define CHAIN_MAX_IOV(num) ((num) + 8)
 #define PUBLISH_EVERY 1
 
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * UINT64_C (1000000000) + ts.tv_nsec;
+}
+
 void
 queue_init (struct queue *q, unsigned index, struct backend *be)
 {
@@ -127,17 +136,24 @@ queue_request_done (struct request *r)
     if (q->log && !log_request (q, &r->chain))
       mark_broken (q, "a guest buffer lies outside the dirty log");
     r->busy = false;
-    q->inflight--;
+    __atomic_store_n (&r->t_start, 0, __ATOMIC_RELAXED);
+    __atomic_store_n (&q->inflight, q->inflight - 1, __ATOMIC_RELAXED);
     q->suspended++;
     return;
   }
+  /* A request refused at parsing (past the end, unsupported) is an
+   * error too. */
+  stats_request (q->stats, &r->blk, r->err || (r->blk.op == BLK_OP_NONE &&
+                                               r->blk.status != VIRTIO_BLK_S_OK),
+                 q->round_ns - r->t_start);
+  __atomic_store_n (&r->t_start, 0, __ATOMIC_RELAXED);
   len = blk_finish (&r->blk, r->err);
   /* A write we cannot log must not be reported: the destination would
    * get a stale page.  The request stays in flight in the region. */
   if (q->log && !log_request (q, &r->chain)) {
     mark_broken (q, "a guest buffer lies outside the dirty log");
     r->busy = false;
-    q->inflight--;
+    __atomic_store_n (&q->inflight, q->inflight - 1, __ATOMIC_RELAXED);
     return;
   }
   if (r->err)
@@ -147,7 +163,7 @@ queue_request_done (struct request *r)
   inflight_link (&q->ir, r->chain.head);
   q->batch[q->nbatch++] = r->chain.head;
   r->busy = false;
-  q->inflight--;
+  __atomic_store_n (&q->inflight, q->inflight - 1, __ATOMIC_RELAXED);
 }
 
 /* Starts the request in q->spare.  A resubmitted one is already
@@ -171,7 +187,8 @@ start_request (struct queue *q, bool resubmit)
     return;
   }
   r->busy = true;
-  q->inflight++;
+  __atomic_store_n (&r->t_start, q->round_ns, __ATOMIC_RELAXED);
+  __atomic_store_n (&q->inflight, q->inflight + 1, __ATOMIC_RELAXED);
   if (!resubmit)
     inflight_begin (&q->ir, &r->chain);
   if (r->blk.op == BLK_OP_NONE)
@@ -324,6 +341,7 @@ wait_events (struct queue *q, int timeout_ms)
                            &q->plugin_events) == -1)
     blkgate_error ("queue %u: epoll_ctl plugin fd: %m", q->index);
   n = epoll_wait (q->epfd, ev, 16, timeout_ms);
+  q->round_ns = now_ns ();
   if (n == -1 && errno != EINTR) {
     blkgate_error ("queue %u: epoll_wait: %m", q->index);
     return -1;
@@ -334,15 +352,6 @@ wait_events (struct queue *q, int timeout_ms)
       active = 1;
   }
   return active;
-}
-
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * UINT64_C (1000000000) + ts.tv_nsec;
 }
 
 static long
@@ -418,6 +427,7 @@ queue_thread (void *arg)
 
   q->kicked = true;             /* never rely on a first kick */
   q->poll_ns = 0;
+  q->round_ns = now_ns ();
   process (q);
   while (!q->exit) {
     if (q->poll_max_ns)
@@ -426,7 +436,7 @@ queue_thread (void *arg)
     if (r == -1)
       break;
     if (r == 1 && q->poll_max_ns)
-      adapt_poll (q, now_ns () - t0);
+      adapt_poll (q, q->round_ns - t0);
     if (r == 1 && q->poll_ns && can_issue (q))
       poll_queue (q);
     else
@@ -846,4 +856,74 @@ queue_reset (struct queue *q)
   q->enabled = false;
   q->num = 0;
   q->base = 0;
+}
+
+void
+queue_inflight_info (const struct queue *q, unsigned *n, uint64_t *oldest_ns)
+{
+  uint64_t now = now_ns (), oldest = 0;
+  unsigned i;
+
+  *n = 0;
+  *oldest_ns = 0;
+  if (!q->running || q->reqs == NULL)
+    return;
+  *n = __atomic_load_n (&q->inflight, __ATOMIC_RELAXED);
+  for (i = 0; i < q->num; i++) {
+    uint64_t t = __atomic_load_n (&q->reqs[i].t_start, __ATOMIC_RELAXED);
+    if (t && (oldest == 0 || t < oldest))
+      oldest = t;
+  }
+  if (oldest && now > oldest)
+    *oldest_ns = now - oldest;
+}
+
+static void
+cmd_set_size (struct queue *q, void *arg)
+{
+  q->blk.size = *(uint64_t *) arg;
+}
+
+void
+queue_set_size (struct queue *q, uint64_t size)
+{
+  queue_call (q, cmd_set_size, &size);
+}
+
+/* Reopen, on the queue thread of a paused queue: the plugin's queue
+ * context goes, and its fd with it (out of epoll first: a new fd may
+ * get the same number). */
+static void
+cmd_backend_close (struct queue *q, void *arg)
+{
+  if (q->plugin_fd >= 0)
+    epoll_ctl (q->epfd, EPOLL_CTL_DEL, q->plugin_fd, NULL);
+  q->plugin_fd = -1;
+  q->plugin_events = 0;
+  backend_queue_close (&q->bq);
+}
+
+static void
+cmd_backend_open (struct queue *q, void *arg)
+{
+  *(int *) arg = backend_queue_open (&q->bq, q->be, q->index);
+  if (*(int *) arg == -1)
+    mark_broken (q, "the reopened backend refused a queue context");
+}
+
+void
+queue_backend_close (struct queue *q)
+{
+  if (q->running)
+    queue_call (q, cmd_backend_close, NULL);
+}
+
+int
+queue_backend_open (struct queue *q)
+{
+  int r = 0;
+
+  if (q->running)
+    queue_call (q, cmd_backend_open, &r);
+  return r;
 }

@@ -34,6 +34,8 @@ struct request {
   struct queue *q;
   struct backend_queue *bq;
   bool busy;                    /* head popped, not yet in the used ring */
+  uint64_t t_start;             /* CLOCK_MONOTONIC ns at start, 0 when idle
+                                 * (atomic: the main thread reads it) */
   enum request_phase phase;
   unsigned pending;             /* plugin calls not yet completed */
   int err;                      /* first error */

@@ -208,3 +208,9 @@ server_stop (int timeout_ms)
   srv.listen_fd = -1;
   return drop_connection (timeout_ms);
 }
+
+struct device *
+server_device (void)
+{
+  return srv.dev;
+}

@@ -21,4 +21,7 @@ void server_start (int listen_fd, struct backend *be,
  * what the queue threads still use. */
 bool server_stop (int timeout_ms);
 
+/* The connected front-end's device, or NULL (control socket). */
+struct device *server_device (void);
+
 #endif /* BLKGATE_SERVER_H */
