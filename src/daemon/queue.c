@@ -19,7 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/eventfd.h>
 
 #include "log.h"
@@ -354,14 +353,6 @@ wait_events (struct queue *q, int timeout_ms)
   return active;
 }
 
-static long
-involuntary_switches (void)
-{
-  struct rusage ru;
-
-  return getrusage (RUSAGE_THREAD, &ru) == 0 ? ru.ru_nivcsw : 0;
-}
-
 /* --poll-us, after activity: with guest kicks off, looks for new
  * entries, plugin completions and commands without sleeping, until
  * poll_ns pass with none or the queue stops issuing.  A command that
@@ -373,7 +364,6 @@ static void
 poll_queue (struct queue *q)
 {
   uint64_t deadline = now_ns () + q->poll_ns;
-  long preempted = involuntary_switches ();
 
   q->polling = true;
   vring_disable_kick (&q->vr);
@@ -394,10 +384,6 @@ poll_queue (struct queue *q)
   vring_arm_kick (&q->vr);
   q->kicked = true;
   process (q);
-  /* Preempted while spinning: the CPU is wanted elsewhere (often by
-   * the very guest thread we wait for), so sleep instead for now. */
-  if (involuntary_switches () != preempted)
-    q->poll_ns = 0;
 }
 
 /* The spin adapts to the traffic, as QEMU's AioContext polling does:
