@@ -246,3 +246,29 @@ PY
   grep -q "NEWSIZE=262144" "$tmp/g.out"
   grep -q "READ_NEW_END_OK" "$tmp/g.out"
 }
+
+@test "stats: the nbd plugin's reconnects and resent requests, and reopen onto a new server" {
+  requires_plugin nbd
+  truncate -s 64M "$tmp/nbd.img"
+  start_nbdkit srv file "$tmp/nbd.img"
+  start_gateway --control "$ctl" nbd "$(nbd_uri srv)"
+  run -0 ctl stats
+  [ "$(json "j['stats']['backend'].get('reconnects', 0)")" = 0 ]
+  # nbdkit goes and comes back while a front-end is connected: the plugin reconnects
+  # and says so in stats.
+  bio "$sock" -c 'write 0 1M -S 1' -c 'sleep 2' -c 'verify 0 1M -S 1' -c 'write 1M 64k -S 2' \
+    > "$tmp/bio.out" 2>&1 3>&- &
+  local bio_pid=$!
+  sleep 0.5
+  kill_daemon srv KILL
+  start_nbdkit srv file "$tmp/nbd.img"
+  wait "$bio_pid"
+  run -0 ctl stats
+  echo "$output" | tail -8
+  [ "$(json "j['stats']['backend']['reconnects']")" -ge 1 ]
+  # reopen: new connections to the server at the same URI, same data.
+  run -0 ctl reopen
+  run -0 bio "$sock" -c 'verify 0 1M -S 1' -c 'verify 1M 64k -S 2'
+  run -0 ctl stats --prometheus
+  grep -q -E '^blkgate_backend_events_total\{event="reconnects"\} [1-9]' <<< "$output"
+}
