@@ -15,12 +15,21 @@
 bool verbose;
 static bool use_syslog;
 
+/* LOG_NDELAY: connect to /dev/log now, while we may still be root;
+ * after --user the socket need not let us in.  (glibc reconnects by
+ * itself if the syslog daemon restarts, as whoever we are then.) */
+void
+log_open_syslog (void)
+{
+  openlog ("blkgate", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
 void
 log_to_syslog (bool on)
 {
-  use_syslog = on;
   if (on)
-    openlog ("blkgate", LOG_PID, LOG_DAEMON);
+    log_open_syslog ();
+  use_syslog = on;
 }
 
 /* Format the whole line first so that lines from several threads do

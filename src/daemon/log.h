@@ -16,6 +16,9 @@ void blkgate_info (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)))
 
 /* Log to syslog instead of stderr (after daemonizing, --log=syslog). */
 void log_to_syslog (bool on);
+/* Opens the connection to syslog, before dropping root (privs.c);
+ * messages still go to stderr until log_to_syslog. */
+void log_open_syslog (void);
 
 #define debug(fmt, ...) \
   do { if (verbose) blkgate_debug (fmt, ##__VA_ARGS__); } while (0)

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "stats.h"
 #include "plugins.h"
+#include "privs.h"
 #include "server.h"
 #include "utils.h"
 
@@ -62,6 +63,7 @@ static struct {
   gboolean fuse_export_writable;
   int poll_us;
   char *control;
+  struct privs_options privs;   /* --user, --group, --socket-* */
   char **rest;
 } opt = { .fd = -1, .num_queues = DEFAULT_QUEUES };
 
@@ -123,6 +125,16 @@ static const GOptionEntry entries[] = {
   { "control", 0, 0, G_OPTION_ARG_FILENAME, &opt.control,
     "Serve the control socket (JSON lines: stats, resize, reopen, "
     "shutdown; see blkgate-ctl) at PATH", "PATH" },
+  { "user", 0, 0, G_OPTION_ARG_STRING, &opt.privs.user,
+    "Run as USER once the socket and the plugin are open", "USER" },
+  { "group", 0, 0, G_OPTION_ARG_STRING, &opt.privs.group,
+    "Run as GROUP (default: USER's group)", "GROUP" },
+  { "socket-owner", 0, 0, G_OPTION_ARG_STRING, &opt.privs.socket_owner,
+    "Give the socket to USER (QEMU's)", "USER" },
+  { "socket-group", 0, 0, G_OPTION_ARG_STRING, &opt.privs.socket_group,
+    "Give the socket to GROUP", "GROUP" },
+  { "socket-mode", 0, 0, G_OPTION_ARG_STRING, &opt.privs.socket_mode,
+    "The socket's mode, in octal (default 0600)", "MODE" },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
     NULL, "PLUGIN [KEY=VALUE ...]" },
   { NULL }
@@ -165,6 +177,14 @@ parse_args (int argc, char **argv)
     blkgate_error ("--fuse-export-writable needs --fuse-export PATH");
     return -1;
   }
+  if (opt.fd >= 0 && (opt.privs.socket_owner || opt.privs.socket_group ||
+                      opt.privs.socket_mode)) {
+    blkgate_error ("--socket-owner, --socket-group and --socket-mode are "
+                   "for the socket blkgate creates (-s), not --fd");
+    return -1;
+  }
+  if (privs_init (&opt.privs) == -1)
+    return -1;
 #ifndef HAVE_FUSE_EXPORT
   if (opt.fuse_export) {
     blkgate_error ("--fuse-export: blkgate was built without FUSE support");
@@ -416,16 +436,33 @@ open_socket (void)
     blkgate_error ("no socket given: use -s PATH or --fd N");
     return -1;
   }
-  return server_listen_path (opt.socket);
+  int fd = server_listen_path (opt.socket);
+
+  if (fd >= 0 && privs_socket (opt.socket) == -1) {
+    close (fd);
+    unlink (opt.socket);
+    return -1;
+  }
+  return fd;
+}
+
+/* After --user the directories may not let us: the files are then
+ * left, which is harmless (the next blkgate replaces a stale socket and
+ * rewrites the pid file), but worth a line. */
+static void
+remove_file (const char *path)
+{
+  if (unlink (path) == -1 && errno != ENOENT)
+    blkgate_info ("cannot remove %s: %m", path);
 }
 
 static void
 cleanup_files (void)
 {
   if (opt.socket && opt.fd < 0)
-    unlink (opt.socket);
+    remove_file (opt.socket);
   if (opt.pidfile)
-    unlink (opt.pidfile);
+    remove_file (opt.pidfile);
   if (run_tmpdir)
     g_rmdir (run_tmpdir);
 }
@@ -471,7 +508,7 @@ static int
 serve (struct backend *be)
 {
   int fd = open_socket ();
-  bool stuck;
+  bool stuck, to_syslog = opt.log && strcmp (opt.log, "syslog") == 0;
 
   if (fd == -1)
     return 1;
@@ -481,15 +518,22 @@ serve (struct backend *be)
   }
   if (!opt.foreground && !opt.run && daemonize () == -1)
     return 1;
-  if (start_fuse_export (be) == -1 || write_pidfile () == -1) {
+  if (to_syslog)
+    log_open_syslog ();
+  /* Once all that needs root is open (socket, plugin, mount, pid
+   * file), drop it; before telling the parent we are ready, so that a
+   * failure is the command's exit status. */
+  if (start_fuse_export (be) == -1 || write_pidfile () == -1 ||
+      privs_drop () == -1) {
     stop_fuse_export ();
     control_stop ();
     cleanup_files ();
     return 1;
   }
   daemon_ready ();
-  if (opt.log && strcmp (opt.log, "syslog") == 0)
-    log_to_syslog (true);
+  log_to_syslog (to_syslog);
+  blkgate_info ("serving the %s plugin on %s", be->pl->p.name,
+                opt.socket ? opt.socket : "an inherited socket");
   loop = g_main_loop_new (NULL, FALSE);
   g_unix_signal_add (SIGTERM, on_signal, "SIGTERM");
   g_unix_signal_add (SIGINT, on_signal, "SIGINT");
