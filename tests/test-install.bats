@@ -65,11 +65,13 @@ maps_plugin() {
   local expected=(
     "$sbindir/blkgate"
     "$(makevar bindir)/blkgate-io"
+    "$(makevar bindir)/blkgate-ctl"
     "$(makevar includedir)/blkgate-plugin.h"
     "$(makevar libdir)/pkgconfig/blkgate-plugin.pc"
     "$mandir/man8/blkgate.8"
     "$mandir/man3/blkgate-plugin.3"
     "$mandir/man1/blkgate-io.1"
+    "$mandir/man1/blkgate-ctl.1"
     "$unitdir/blkgate@.service"
     "$(makevar datadir)/qemu/vhost-user/50-blkgate.json"
     "$docdir/systemd/example.conf"
@@ -94,9 +96,12 @@ maps_plugin() {
 
 @test "the installed daemon serves I/O with the installed plugins" {
   requires_plugin memory
-  BLKGATE=$root$sbindir/blkgate start_gateway memory size=64M
+  BLKGATE=$root$sbindir/blkgate start_gateway --control "$tmp/ctl.sock" memory size=64M
   [ "$(maps_plugin "$gateway_pid")" = "$root$plugindir/blkgate-memory-plugin.so" ]
   run -0 bio "$sock" -c 'write 0 1M -S 3' -c 'verify 0 1M -S 3'
+  # The installed blkgate-ctl talks to it.
+  run -0 "$root$(makevar bindir)/blkgate-ctl" -c "$tmp/ctl.sock" stats
+  [[ "$output" == *'"bytes_written" : 1048576'* ]]
 }
 
 @test "pkg-config on the installed blkgate-plugin.pc: the header's directory; a plugin builds against it" {
