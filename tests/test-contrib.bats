@@ -137,7 +137,8 @@ under_any() {
   start_unit "$unit" vm1 "$tmp/etc/vm1.conf" "$BLKGATE" strace -D -f -q -s 4096 -o "$trace"
   serves_example
   stop_gateway
-  wait_for 30 grep -q "^$gateway_pid +++ exited with 0 +++" "$trace" ||
+  # strace pads the pid to five columns: "6188  +++ exited ..." has two spaces.
+  wait_for 30 grep -q -E "^$gateway_pid +[+]{3} exited with 0 [+]{3}" "$trace" ||
     { echo "the daemon's exit is not in the trace" >&2; tail "$trace" >&2; return 1; }
   # From blkgate's execve on: what came before is setpriv, systemd's part.
   sed -n "\|execve(\"$BLKGATE\".* = 0\$|,\$p" "$trace" > "$tmp/blkgate.trace"
