@@ -34,19 +34,27 @@ valid_name (const char *s)
   return true;
 }
 
-/* The build tree keeps plugins in plugins/NAME/.libs/ next to src/. */
+/* The build tree keeps plugins in plugins/NAME/.libs/ next to src/, or
+ * in plugins/PREFIX/.libs/ for a NAME of PREFIX-SUFFIX (plugins/example
+ * holds example-sync and example-async). */
 static char *
 in_tree_path (const char *file, const char *name)
 {
   char exe[PATH_MAX];
   ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
   g_autofree char *dir = NULL;
+  char *path;
 
   if (n <= 0)
     return NULL;
   exe[n] = '\0';
   dir = g_path_get_dirname (exe);
-  return g_strdup_printf ("%s/../plugins/%s/.libs/%s", dir, name, file);
+  path = g_strdup_printf ("%s/../plugins/%s/.libs/%s", dir, name, file);
+  if (access (path, R_OK) == 0 || strchr (name, '-') == NULL)
+    return path;
+  g_free (path);
+  return g_strdup_printf ("%s/../plugins/%.*s/.libs/%s", dir,
+                          (int) strcspn (name, "-"), name, file);
 }
 
 static char *
