@@ -3,7 +3,8 @@
  *
  *   test-plugins PLUGIN.so [KEY=VALUE|VALUE ...]
  *
- * Without parameters it picks its own: size=64M for memory and null,
+ * Without parameters it picks its own: size=64M (and a bare 32M) for
+ * memory, example-sync and example-async, size=1G for null,
  * and for file temporary files in $TMPDIR (or /tmp) with direct=auto,
  * off and on, plus one in /dev/shm when it exists.  Each set of
  * parameters is run in a child process, so every run starts from a
@@ -444,7 +445,9 @@ main (int argc, char **argv)
       fork_run (argv + 2, argc - 2);
     else if (strcmp (P.name, "file") == 0)
       file_runs ();
-    else if (strcmp (P.name, "memory") == 0) {
+    else if (strcmp (P.name, "memory") == 0 ||
+             strcmp (P.name, "example-sync") == 0 ||
+             strcmp (P.name, "example-async") == 0) {
       fork_run (&a[0], 1);
       fork_run (&a[1], 1);
     }
