@@ -153,7 +153,9 @@ struct blkgate_plugin {
 
 /* Functions the daemon provides to plugins. */
 
-/* Report an error; %m is errno.  errno is preserved. */
+/* Report an error; %m is errno.  errno is preserved.  (gcc with
+ * -std=c99 -pedantic warns that ISO C has no %m: use strerror (errno)
+ * there, or -std=gnu99.) */
 extern void blkgate_error (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
 /* Debug message, printed only with -v.  errno is preserved. */
@@ -173,10 +175,18 @@ extern void blkgate_complete (struct blkgate_request *req, int err);
  * takes a lock.  Up to 16 names. */
 extern void blkgate_stat_add (const char *name, uint64_t n);
 
+/* The plugin's entry point, defined by BLKGATE_REGISTER_PLUGIN.  It is
+ * declared here, inside extern "C", so that it keeps its C name when
+ * the plugin is written in C++. */
+extern struct blkgate_plugin *plugin_init (void);
+
+#ifdef __cplusplus
+}
+#endif
+
 /* A plugin must #define BLKGATE_THREAD_MODEL (one of the values above)
  * before it uses this macro. */
 #define BLKGATE_REGISTER_PLUGIN(plugin)                                 \
-  extern struct blkgate_plugin *plugin_init (void);                     \
   __attribute__ ((visibility ("default")))                              \
   struct blkgate_plugin *                                               \
   plugin_init (void)                                                    \
@@ -186,9 +196,5 @@ extern void blkgate_stat_add (const char *name, uint64_t n);
     (plugin)._thread_model = BLKGATE_THREAD_MODEL;                      \
     return &(plugin);                                                   \
   }
-
-#ifdef __cplusplus
-}
-#endif
 
 #endif /* BLKGATE_PLUGIN_H */
