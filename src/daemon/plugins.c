@@ -80,6 +80,9 @@ find_plugin (const char *name)
   return g_build_filename (PLUGINDIR, file, NULL);
 }
 
+/* Larger _struct_sizes are refused as garbage. */
+#define MAX_STRUCT_SIZE 65536
+
 /* The struct must at least reach the fields every plugin needs. */
 static int
 check_struct (const struct blkgate_plugin *src, const char *path)
@@ -93,6 +96,14 @@ check_struct (const struct blkgate_plugin *src, const char *path)
       sizeof src->get_size) {
     blkgate_error ("%s: plugin struct is too small (%llu bytes)", path,
                    (unsigned long long) src->_struct_size);
+    return -1;
+  }
+  /* A newer header's struct is larger, but never by this much: this is
+   * garbage, not a struct set up by BLKGATE_REGISTER_PLUGIN. */
+  if (src->_struct_size > MAX_STRUCT_SIZE) {
+    blkgate_error ("%s: plugin struct size %llu is implausible (more than "
+                   "%d bytes)", path, (unsigned long long) src->_struct_size,
+                   MAX_STRUCT_SIZE);
     return -1;
   }
   return 0;
