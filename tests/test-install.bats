@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # make install, from the build tree, into a staging directory (DESTDIR): every file is where
 # configure's directories say, the installed daemon finds the installed plugins and serves
-# I/O, a plugin builds against the installed header through pkg-config, the installed
+# I/O, a plugin builds against the installed header through pkg-config (and the example
+# plugins, copied alone out of the tree, build and serve with the installed daemon), the installed
 # vhost-user descriptor names the installed daemon, and the installed systemd unit, run
 # the way systemd would (contrib-helper.bash) with the installed example configuration,
 # serves its disk.  make uninstall removes it all again.
@@ -121,6 +122,31 @@ maps_plugin() {
   [[ "$output" == *null* ]]
   BLKGATE=$root$sbindir/blkgate start_gateway "$tmp/my-null.so" size=1G
   run -0 bio "$sock" -c 'write 0 64k' -c 'verify 0 64k -P 0'
+}
+
+@test "the example plugins, copied alone out of the tree, build against the installed .pc and serve" {
+  requires pkg-config cc
+  local pc cflags src name dir=$tmp/oot
+  pc=$root$(makevar libdir)/pkgconfig
+  cflags=$(PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$root pkg-config --cflags blkgate-plugin)
+  for src in example-sync example-async; do
+    # The source file alone, in a directory of its own: no config.h, no source tree.
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$top_srcdir/plugins/example/$src.c" "$dir/"
+    name=blkgate-$src-plugin.so
+    # shellcheck disable=SC2086  # cflags is a list of options
+    (cd "$dir" && cc $cflags -Wall -Werror -shared -fPIC -pthread -o "$name" "$src.c")
+    [ "$(ls "$dir")" = "$name"$'\n'"$src.c" ]
+    # Found by name, before the installed copy, through $BLKGATE_PLUGIN_PATH.
+    BLKGATE_PLUGIN_PATH=$dir:$BLKGATE_PLUGIN_PATH \
+      BLKGATE=$root$sbindir/blkgate start_gateway --num-queues 2 "$src" 32M
+    [ "$(maps_plugin "$gateway_pid")" = "$dir/$name" ]
+    run -0 bio -Q 2 "$sock" -c 'write 0 1M -S 21' -c 'queue 1' -c 'verify 0 1M -S 21' \
+      -c 'write 31M 1M -P 0x77' -c 'queue 0' -c 'verify 31M 1M -P 0x77' \
+      -c 'zero 0 64k' -c 'verify 0 64k -P 0' -c 'verify 64k 64k -S 21'
+    stop_gateway
+  done
 }
 
 @test "the installed vhost-user descriptor names the installed daemon, which follows the back-end conventions" {
