@@ -66,12 +66,13 @@ struct blkgate_plugin {
   const char *description;
 
   /* Lifecycle, called on the main thread in this order:
-   * load, config (once per KEY=VALUE), config_complete, open (once, at
+   * load, config (once per KEY=VALUE), config_complete, open (at
    * start-up, before the socket listens, so errors stop the daemon
    * before it detaches), close and unload at exit.  The one handle
    * serves every front-end connection, so a reconnecting front-end sees
-   * the same capabilities.  Return 0 on success, -1 after calling
-   * blkgate_error. */
+   * the same capabilities.  The control socket's "reopen" calls open
+   * again while serving, and close on the handle that is no longer
+   * used.  Return 0 on success, -1 after calling blkgate_error. */
   void (*load) (void);
   void (*unload) (void);
   int (*config) (const char *key, const char *value);
@@ -84,7 +85,7 @@ struct blkgate_plugin {
   void *(*open) (int readonly);
   void (*close) (void *handle);
 
-  /* Capabilities, queried once after open.  Each returns -1 on error.
+  /* Capabilities, queried once after each open.  -1 on error.
    * Omitted: size is required; block_size 512; can_write from
    * pwritev/aio_pwritev; can_flush, can_trim, can_zero likewise from
    * their data calls; can_fua BLKGATE_FUA_NONE; max_queues unlimited. */
@@ -117,6 +118,10 @@ struct blkgate_plugin {
    * the events in *events (POLLIN/POLLOUT, re-read before every wait)
    * and calls poll when they fire.  submit is called after a batch of
    * aio_* calls so the plugin can push them out together.
+   *
+   * The iovec array of an aio_* call is valid only during the call
+   * (copy it to finish later); the guest buffers it points to stay
+   * valid until the request is completed.
    *
    * An aio_* call returns 0 when it took the request; the plugin then
    * calls blkgate_complete exactly once, on the queue thread, from
