@@ -87,3 +87,26 @@ check_plugin() {
     [ ! -e "$sock" ]
   done
 }
+
+@test "example-async: a reopen while a front-end is connected moves its queues to new contexts" {
+  requires_example example-async
+  local pid
+  start_gateway -v --num-queues 2 --control "$tmp/ctl.sock" example-async 64M
+  # blkgate-io reads its commands from a fifo, so the reopen comes between two of them
+  # while it is connected, however slow the machine.
+  mkfifo "$tmp/cmds"
+  bio -Q 2 "$sock" < "$tmp/cmds" > "$tmp/bio.out" 2>&1 3>&- &
+  pid=$!
+  exec 4> "$tmp/cmds"
+  printf '%s\n' 'write 0 1M -S 3' 'queue 1' 'write 1M 1M -S 4' 'stamp written' >&4
+  wait_for_log "$tmp/bio.out" '^stamp written' 20
+  run -0 "$top_builddir/src/blkgate-ctl" -c "$tmp/ctl.sock" reopen
+  printf '%s\n' 'verify 0 1M -S 3' 'queue 0' 'verify 1M 1M -S 4' 'write 2M 1M -S 5' \
+    'verify 2M 1M -S 5' >&4
+  exec 4>&-
+  wait "$pid" || { cat "$tmp/bio.out" >&2; return 1; }
+  grep -q "backend reopened" "$gwlog"
+  # Each queue's context was closed and opened again (-v: the plugin's debug lines).
+  [ "$(grep -c 'example-async: queue 1 open' "$gwlog")" -eq 2 ]
+  stop_gateway
+}
