@@ -48,11 +48,12 @@ man_params() {
   local p built expected
   built=$(built_plugins | cut -d' ' -f1 | sort)
   expected=$(expected_plugins | sort)
-  echo "# built: $(echo $built)" >&3
+  echo "# built: $(tr '\n' ' ' <<< "$built")" >&3
   for p in "${always[@]}"; do
     grep -qx "$p" <<< "$expected" || { echo "no Makefile builds the $p plugin" >&2; return 1; }
   done
-  [ "$built" = "$expected" ] || { echo "built: "$built"; expected: "$expected >&2; return 1; }
+  [ "$built" = "$expected" ] ||
+    { echo "built: $(tr '\n' ' ' <<< "$built"); expected: $(tr '\n' ' ' <<< "$expected")" >&2; return 1; }
 }
 
 @test "--dump-plugin prints the documented keys with sane values, for every plugin" {
