@@ -110,3 +110,16 @@ check_plugin() {
   [ "$(grep -c 'example-async: queue 1 open' "$gwlog")" -eq 2 ]
   stop_gateway
 }
+
+@test "example-sync.c stays a small template: under 100 lines of code, a comment on every function" {
+  requires gcc
+  local src=$top_srcdir/plugins/example/example-sync.c loc
+  # Lines of code: without comments (the preprocessor strips them) and blank lines.
+  loc=$(gcc -fpreprocessed -dD -E -P "$src" | grep -c -v '^[[:space:]]*$')
+  echo "# example-sync.c: $loc lines of code" >&3
+  [ "$loc" -lt 100 ]
+  # Every function definition (its name at the start of a line, its return type on the
+  # line before) has a comment ending on the line before that.
+  awk '/^[a-z_]+ \(/ && two_back !~ /\*\/$/ { print "no comment before " $1; bad = 1 }
+       { two_back = prev; prev = $0 } END { exit bad }' "$src"
+}
