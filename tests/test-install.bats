@@ -81,6 +81,8 @@ maps_plugin() {
     "$docdir/libvirt/README"
     "$docdir/qemu/README"
     "$docdir/vhost-user/README"
+    "$docdir/examples/example-sync.c"
+    "$docdir/examples/example-async.c"
   )
   for p in "${plugins[@]}"; do
     expected+=("$plugindir/blkgate-$p-plugin.so" "$mandir/man1/blkgate-$p-plugin.1")
@@ -124,16 +126,18 @@ maps_plugin() {
   run -0 bio "$sock" -c 'write 0 64k' -c 'verify 0 64k -P 0'
 }
 
-@test "the example plugins, copied alone out of the tree, build against the installed .pc and serve" {
+@test "the installed example plugin sources, copied alone, build against the installed .pc and serve" {
   requires pkg-config cc
   local pc cflags src name dir=$tmp/oot
   pc=$root$(makevar libdir)/pkgconfig
   cflags=$(PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$root pkg-config --cflags blkgate-plugin)
   for src in example-sync example-async; do
-    # The source file alone, in a directory of its own: no config.h, no source tree.
+    # The installed copy of the source file alone, in a directory of its own: no
+    # config.h, no source tree.
+    cmp "$root$docdir/examples/$src.c" "$top_srcdir/plugins/example/$src.c"
     rm -rf "$dir"
     mkdir -p "$dir"
-    cp "$top_srcdir/plugins/example/$src.c" "$dir/"
+    cp "$root$docdir/examples/$src.c" "$dir/"
     name=blkgate-$src-plugin.so
     # shellcheck disable=SC2086  # cflags is a list of options
     (cd "$dir" && cc $cflags -Wall -Werror -shared -fPIC -pthread -o "$name" "$src.c")
