@@ -71,10 +71,11 @@ iov_pop_last_byte (struct iovec *iov, unsigned *n)
 }
 
 static int
-finish_now (struct blk_req *r, uint8_t status)
+finish_now (struct blk_req *r, uint8_t status, const char *why)
 {
   r->op = BLK_OP_NONE;
   r->status = status;
+  r->why = why;
   return 0;
 }
 
@@ -97,9 +98,10 @@ parse_rw (const struct blk_dev *d, struct blk_req *r, uint64_t sector,
 {
   r->len = iov_size (r->data, r->ndata);
   if (write && d->readonly)
-    return finish_now (r, VIRTIO_BLK_S_IOERR);
+    return finish_now (r, VIRTIO_BLK_S_IOERR, "write to a read-only disk");
   if (!range_valid (d, sector, r->len))
-    return finish_now (r, VIRTIO_BLK_S_IOERR);
+    return finish_now (r, VIRTIO_BLK_S_IOERR,
+                       "range unaligned or past the end of the disk");
   r->op = write ? BLK_OP_WRITE : BLK_OP_READ;
   r->offset = sector * BLK_SECTOR;
   r->fua = write && d->can_flush && !d->wce;
@@ -118,11 +120,11 @@ parse_segments (const struct blk_dev *d, struct blk_req *r, bool zero)
   unsigned i;
 
   if (d->readonly)
-    return finish_now (r, VIRTIO_BLK_S_IOERR);
+    return finish_now (r, VIRTIO_BLK_S_IOERR, "write to a read-only disk");
   if (!(zero ? d->can_zero : d->can_discard))
-    return finish_now (r, VIRTIO_BLK_S_UNSUPP);
+    return finish_now (r, VIRTIO_BLK_S_UNSUPP, "not supported by the plugin");
   if (len == 0 || len % sizeof seg[0] || len / sizeof seg[0] > BLK_MAX_SEGMENTS)
-    return finish_now (r, VIRTIO_BLK_S_IOERR);
+    return finish_now (r, VIRTIO_BLK_S_IOERR, "bad number of segments");
   r->nseg = len / sizeof seg[0];
   iov_copy_out (r->data, r->ndata, seg, len);
   for (i = 0; i < r->nseg; i++) {
@@ -131,10 +133,11 @@ parse_segments (const struct blk_dev *d, struct blk_req *r, bool zero)
     uint32_t flags = le32toh (seg[i].flags);
 
     if (flags & ~(zero ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0u))
-      return finish_now (r, VIRTIO_BLK_S_UNSUPP);
+      return finish_now (r, VIRTIO_BLK_S_UNSUPP, "unknown segment flags");
     if (num > max_sectors ||
         !range_valid (d, sector, (uint64_t) num * BLK_SECTOR))
-      return finish_now (r, VIRTIO_BLK_S_IOERR);
+      return finish_now (r, VIRTIO_BLK_S_IOERR,
+                         "segment too long, unaligned or past the end");
     r->seg[i].offset = sector * BLK_SECTOR;
     r->seg[i].len = (uint64_t) num * BLK_SECTOR;
     r->seg[i].unmap = (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) &&
@@ -159,7 +162,7 @@ parse_get_id (const struct blk_dev *d, struct blk_req *r)
     done += piece;
   }
   r->in_len = done;
-  return finish_now (r, VIRTIO_BLK_S_OK);
+  return finish_now (r, VIRTIO_BLK_S_OK, NULL);
 }
 
 int
@@ -177,7 +180,7 @@ blk_parse (const struct blk_dev *d, struct blk_req *r,
     return -1;                  /* nowhere to put a status */
   r->status_ptr = iov_pop_last_byte (in, &nin);
   if (iov_copy_out (iov, nout, &hdr, sizeof hdr) < sizeof hdr)
-    return finish_now (r, VIRTIO_BLK_S_IOERR);
+    return finish_now (r, VIRTIO_BLK_S_IOERR, "header shorter than 16 bytes");
   type = le32toh (hdr.type);
   sector = le64toh (hdr.sector);
 
@@ -199,11 +202,12 @@ blk_parse (const struct blk_dev *d, struct blk_req *r,
   case VIRTIO_BLK_T_FLUSH:
     if (!d->can_flush)
       return finish_now (r, d->readonly ? VIRTIO_BLK_S_OK
-                         : VIRTIO_BLK_S_UNSUPP);
+                         : VIRTIO_BLK_S_UNSUPP,
+                         d->readonly ? NULL : "flush not supported");
     r->op = BLK_OP_FLUSH;
     return 0;
   default:
-    return finish_now (r, VIRTIO_BLK_S_UNSUPP);
+    return finish_now (r, VIRTIO_BLK_S_UNSUPP, "unknown request type");
   }
 }
 

@@ -48,6 +48,7 @@ struct blk_seg {
 struct blk_req {
   enum blk_op op;
   uint8_t status;               /* VIRTIO_BLK_S_* when op == NONE */
+  const char *why;              /* and why it failed, or NULL */
   bool fua;                     /* write must be durable (wce off) */
   uint64_t offset;              /* READ/WRITE, bytes */
   uint64_t len;

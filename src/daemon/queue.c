@@ -158,6 +158,9 @@ queue_request_done (struct request *r)
   if (r->err)
     debug ("queue %u: request %u failed: %s", q->index, r->chain.head,
            strerror (r->err));
+  else if (r->blk.op == BLK_OP_NONE && r->blk.why)
+    debug ("queue %u: request %u refused: %s", q->index, r->chain.head,
+           r->blk.why);
   vring_push (&q->vr, r->chain.head, len);
   inflight_link (&q->ir, r->chain.head);
   q->batch[q->nbatch++] = r->chain.head;
