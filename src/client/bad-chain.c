@@ -15,22 +15,11 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 
-#include "cli.h"
+#include "bad-chain.h"
 
-/* What the chain is built from. */
-struct parts {
-  struct session *s;
-  struct vuc_ring *r;
-  struct vuc_req *req;          /* header (a 4 KiB read) and status */
-  uint64_t hdr, status, data;   /* guest addresses */
-  uint64_t outside;             /* just past the end of guest memory */
-  uint8_t *scratch;             /* 8 KiB of guest memory for tables */
-  int head;                     /* published head, or -1 */
-};
-
-static void
-desc (struct vring_desc *d, uint64_t addr, uint32_t len, uint16_t flags,
-      uint16_t next)
+void
+bc_desc (struct vring_desc *d, uint64_t addr, uint32_t len, uint16_t flags,
+         uint16_t next)
 {
   d->addr = htole64 (addr);
   d->len = htole32 (len);
@@ -38,9 +27,8 @@ desc (struct vring_desc *d, uint64_t addr, uint32_t len, uint16_t flags,
   d->next = htole16 (next);
 }
 
-/* n descriptors from the ring's free list; the first is the head. */
-static int
-take (struct parts *p, int *d, unsigned n)
+int
+bc_take (struct parts *p, int *d, unsigned n)
 {
   unsigned i;
 
@@ -52,10 +40,25 @@ take (struct parts *p, int *d, unsigned n)
   return 0;
 }
 
-#define D(i) (&p->r->desc[d[i]])
-#define W VRING_DESC_F_WRITE
-#define N VRING_DESC_F_NEXT
-#define I VRING_DESC_F_INDIRECT
+int
+bc_plain_rw (struct parts *p, bool write, uint64_t offset, uint8_t *buf,
+             uint32_t len, uint8_t *status)
+{
+  struct vuc_req *r = req_get (p->s);
+
+  if (r == NULL)
+    return -1;
+  vuc_req_rw (r, write, offset, vuc_gpa (&p->s->c.mem, buf), len);
+  if (vuc_blk_run (p->r, &p->s->c.mem, r, p->s->c.timeout_ms) == -1)
+    return fail_vuc (write ? "bad-chain: write" : "bad-chain: read");
+  *status = r->result;
+  return 0;
+}
+
+#define D BC_D
+#define W BC_W
+#define N BC_N
+#define I BC_I
 
 /* A normal read chain except for the data descriptor. */
 static int
@@ -63,11 +66,11 @@ chain3 (struct parts *p, uint64_t addr, uint32_t len)
 {
   int d[3] = { 0 };
 
-  if (take (p, d, 3) == -1)
+  if (bc_take (p, d, 3) == -1)
     return -1;
-  desc (D (0), p->hdr, 16, N, d[1]);
-  desc (D (1), addr, len, W | N, d[2]);
-  desc (D (2), p->status, 1, W, 0);
+  bc_desc (D (0), p->hdr, 16, N, d[1]);
+  bc_desc (D (1), addr, len, W | N, d[2]);
+  bc_desc (D (2), p->status, 1, W, 0);
   return 0;
 }
 
@@ -76,10 +79,25 @@ k_loop (struct parts *p)
 {
   int d[2] = { 0 };
 
-  if (take (p, d, 2) == -1)
+  if (bc_take (p, d, 2) == -1)
     return -1;
-  desc (D (0), p->hdr, 16, N, d[1]);
-  desc (D (1), p->data, 512, W | N, d[0]);
+  bc_desc (D (0), p->hdr, 16, N, d[1]);
+  bc_desc (D (1), p->data, 512, W | N, d[0]);
+  return 0;
+}
+
+/* A loop of writable descriptors: no readable-after-writable rule
+ * catches it, only the bound on the chain's length. */
+static int
+k_loop_writable (struct parts *p)
+{
+  int d[3] = { 0 };
+
+  if (bc_take (p, d, 3) == -1)
+    return -1;
+  bc_desc (D (0), p->hdr, 16, N, d[1]);
+  bc_desc (D (1), p->data, 512, W | N, d[2]);
+  bc_desc (D (2), p->data + 512, 512, W | N, d[1]);
   return 0;
 }
 
@@ -88,9 +106,9 @@ k_self_loop (struct parts *p)
 {
   int d[1] = { 0 };
 
-  if (take (p, d, 1) == -1)
+  if (bc_take (p, d, 1) == -1)
     return -1;
-  desc (D (0), p->hdr, 16, N, d[0]);
+  bc_desc (D (0), p->hdr, 16, N, d[0]);
   return 0;
 }
 
@@ -106,9 +124,9 @@ k_next_range (struct parts *p)
 {
   int d[1] = { 0 };
 
-  if (take (p, d, 1) == -1)
+  if (bc_take (p, d, 1) == -1)
     return -1;
-  desc (D (0), p->hdr, 16, N, p->r->num + 7);
+  bc_desc (D (0), p->hdr, 16, N, p->r->num + 7);
   return 0;
 }
 
@@ -135,9 +153,9 @@ k_no_status (struct parts *p)
 {
   int d[1] = { 0 };
 
-  if (take (p, d, 1) == -1)
+  if (bc_take (p, d, 1) == -1)
     return -1;
-  desc (D (0), p->hdr, 16, 0, 0);
+  bc_desc (D (0), p->hdr, 16, 0, 0);
   return 0;
 }
 
@@ -146,10 +164,10 @@ k_short_header (struct parts *p)
 {
   int d[2] = { 0 };
 
-  if (take (p, d, 2) == -1)
+  if (bc_take (p, d, 2) == -1)
     return -1;
-  desc (D (0), p->hdr, 8, N, d[1]);
-  desc (D (1), p->status, 1, W, 0);
+  bc_desc (D (0), p->hdr, 8, N, d[1]);
+  bc_desc (D (1), p->status, 1, W, 0);
   return 0;
 }
 
@@ -158,11 +176,11 @@ k_write_then_read (struct parts *p)
 {
   int d[3] = { 0 };
 
-  if (take (p, d, 3) == -1)
+  if (bc_take (p, d, 3) == -1)
     return -1;
-  desc (D (0), p->hdr, 16, N, d[1]);
-  desc (D (1), p->status, 1, W | N, d[2]);
-  desc (D (2), p->data, 512, 0, 0);
+  bc_desc (D (0), p->hdr, 16, N, d[1]);
+  bc_desc (D (1), p->status, 1, W | N, d[2]);
+  bc_desc (D (2), p->data, 512, 0, 0);
   return 0;
 }
 
@@ -183,9 +201,9 @@ table_gpa (struct parts *p, unsigned which)
 static void
 good_table (struct parts *p, struct vring_desc *t)
 {
-  desc (&t[0], p->hdr, 16, N, 1);
-  desc (&t[1], p->data, 512, W | N, 2);
-  desc (&t[2], p->status, 1, W, 0);
+  bc_desc (&t[0], p->hdr, 16, N, 1);
+  bc_desc (&t[1], p->data, 512, W | N, 2);
+  bc_desc (&t[2], p->status, 1, W, 0);
 }
 
 static int
@@ -194,9 +212,9 @@ indirect_head (struct parts *p, uint64_t addr, uint32_t len, uint16_t flags,
 {
   int d[1] = { 0 };
 
-  if (take (p, d, 1) == -1)
+  if (bc_take (p, d, 1) == -1)
     return -1;
-  desc (D (0), addr, len, I | flags, next);
+  bc_desc (D (0), addr, len, I | flags, next);
   return 0;
 }
 
@@ -204,7 +222,7 @@ static int
 k_indirect_nested (struct parts *p)
 {
   good_table (p, table (p, 1));
-  desc (&table (p, 0)[0], table_gpa (p, 1), 48, I, 0);
+  bc_desc (&table (p, 0)[0], table_gpa (p, 1), 48, I, 0);
   return indirect_head (p, table_gpa (p, 0), 16, 0, 0);
 }
 
@@ -241,8 +259,8 @@ k_indirect_loop (struct parts *p)
 {
   struct vring_desc *t = table (p, 0);
 
-  desc (&t[0], p->hdr, 16, N, 1);
-  desc (&t[1], p->data, 512, W | N, 0);
+  bc_desc (&t[0], p->hdr, 16, N, 1);
+  bc_desc (&t[1], p->data, 512, W | N, 0);
   return indirect_head (p, table_gpa (p, 0), 32, 0, 0);
 }
 
@@ -252,10 +270,10 @@ k_indirect_in_chain (struct parts *p)
   int d[2] = { 0 };
 
   good_table (p, table (p, 0));
-  if (take (p, d, 2) == -1)
+  if (bc_take (p, d, 2) == -1)
     return -1;
-  desc (D (0), p->hdr, 16, N, d[1]);
-  desc (D (1), table_gpa (p, 0), 48, I, 0);
+  bc_desc (D (0), p->hdr, 16, N, d[1]);
+  bc_desc (D (1), table_gpa (p, 0), 48, I, 0);
   return 0;
 }
 
@@ -267,33 +285,29 @@ k_avail_jump (struct parts *p)
   return 0;
 }
 
-struct kind {
-  const char *name;
-  int (*build) (struct parts *p);
-  const char *what;
-};
-
 static const struct kind kinds[] = {
-  { "loop", k_loop, "two descriptors pointing at each other" },
-  { "self-loop", k_self_loop, "a descriptor whose next is itself" },
-  { "head-range", k_head_range, "an avail entry beyond the ring size" },
-  { "next-range", k_next_range, "a next index beyond the ring size" },
-  { "outside", k_outside, "a data buffer beyond guest memory" },
-  { "straddle", k_straddle, "a data buffer crossing the end of memory" },
-  { "overflow", k_overflow, "a data buffer whose end wraps 2^64" },
-  { "no-status", k_no_status, "only a readable header, no status byte" },
-  { "short-header", k_short_header, "an 8-byte header, then a status" },
+  { "loop", k_loop, "two descriptors pointing at each other", NULL, NULL },
+  { "loop-writable", k_loop_writable,
+    "writable descriptors pointing at each other", NULL, NULL },
+  { "self-loop", k_self_loop, "a descriptor whose next is itself", NULL, NULL },
+  { "head-range", k_head_range, "an avail entry beyond the ring size", NULL, NULL },
+  { "next-range", k_next_range, "a next index beyond the ring size", NULL, NULL },
+  { "outside", k_outside, "a data buffer beyond guest memory", NULL, NULL },
+  { "straddle", k_straddle, "a data buffer crossing the end of memory", NULL, NULL },
+  { "overflow", k_overflow, "a data buffer whose end wraps 2^64", NULL, NULL },
+  { "no-status", k_no_status, "only a readable header, no status byte", NULL, NULL },
+  { "short-header", k_short_header, "an 8-byte header, then a status", NULL, NULL },
   { "write-then-read", k_write_then_read,
-    "a readable descriptor after a writable one" },
-  { "indirect-nested", k_indirect_nested, "an indirect table in a table" },
-  { "indirect-next", k_indirect_next, "INDIRECT together with NEXT" },
-  { "indirect-len", k_indirect_len, "a table length not a multiple of 16" },
-  { "indirect-huge", k_indirect_huge, "a table longer than the ring" },
-  { "indirect-outside", k_indirect_outside, "a table beyond guest memory" },
-  { "indirect-loop", k_indirect_loop, "a loop inside an indirect table" },
+    "a readable descriptor after a writable one", NULL, NULL },
+  { "indirect-nested", k_indirect_nested, "an indirect table in a table", NULL, NULL },
+  { "indirect-next", k_indirect_next, "INDIRECT together with NEXT", NULL, NULL },
+  { "indirect-len", k_indirect_len, "a table length not a multiple of 16", NULL, NULL },
+  { "indirect-huge", k_indirect_huge, "a table longer than the ring", NULL, NULL },
+  { "indirect-outside", k_indirect_outside, "a table beyond guest memory", NULL, NULL },
+  { "indirect-loop", k_indirect_loop, "a loop inside an indirect table", NULL, NULL },
   { "indirect-in-chain", k_indirect_in_chain,
-    "an indirect descriptor after a direct one" },
-  { "avail-jump", k_avail_jump, "avail->idx moved further than the ring" },
+    "an indirect descriptor after a direct one", NULL, NULL },
+  { "avail-jump", k_avail_jump, "avail->idx moved further than the ring", NULL, NULL },
   { 0 }
 };
 
@@ -344,6 +358,8 @@ expected (const char *outcome, const char *list)
 static int
 setup_parts (struct session *s, struct parts *p)
 {
+  struct vuc_blk_info info;
+
   memset (p, 0, sizeof *p);
   p->s = s;
   p->r = session_ring (s, s->queue);
@@ -359,18 +375,43 @@ setup_parts (struct session *s, struct parts *p)
   p->status = vuc_gpa (&s->c.mem, p->req->status);
   p->data = vuc_gpa (&s->c.mem, p->scratch + 4096);
   p->outside = s->c.mem.gpa + s->c.mem.size;
+  vuc_blk_info (&s->c, &info);
+  p->capacity = info.capacity;
   p->head = -1;
   p->req->busy = true;          /* free again after the alive check */
   return 0;
+}
+
+static const struct kind *const tables[] = { kinds, req_kinds };
+
+/* Builds, kicks and observes (or runs) one kind: its outcome. */
+static const char *
+run_kind (const struct kind *k, struct parts *p, int wait_ms)
+{
+  const char *outcome;
+
+  if (k->run)
+    return k->run (p);
+  if (k->build (p) == -1)
+    return NULL;
+  if (p->head >= 0)
+    vuc_ring_publish_head (p->r, p->head, p->req);
+  vuc_ring_kick (p->r);
+  outcome = observe (p, wait_ms);
+  if (k->check)
+    outcome = k->check (p, outcome);
+  return outcome;
 }
 
 static void
 list_kinds (void)
 {
   const struct kind *k;
+  unsigned t;
 
-  for (k = kinds; k->name; k++)
-    printf ("%-18s %s\n", k->name, k->what);
+  for (t = 0; t < sizeof tables / sizeof tables[0]; t++)
+    for (k = tables[t]; k->name; k++)
+      printf ("%-18s %s\n", k->name, k->what);
 }
 
 struct bad_opts {
@@ -407,10 +448,12 @@ static const struct kind *
 find_kind (const char *name)
 {
   const struct kind *k;
+  unsigned t;
 
-  for (k = kinds; k->name; k++)
-    if (strcmp (k->name, name) == 0)
-      return k;
+  for (t = 0; t < sizeof tables / sizeof tables[0]; t++)
+    for (k = tables[t]; k->name; k++)
+      if (strcmp (k->name, name) == 0)
+        return k;
   fail ("unknown kind '%s' (bad-chain list)", name);
   return NULL;
 }
@@ -432,12 +475,11 @@ cmd_bad_chain (struct session *s, int argc, char **argv)
     return 0;
   }
   if ((k = find_kind (argv[optind])) == NULL || session_start (s) == -1 ||
-      setup_parts (s, &p) == -1 || k->build (&p) == -1)
+      setup_parts (s, &p) == -1 || (outcome = run_kind (k, &p, o.wait_ms))
+      == NULL) {
+    vuc_mem_release (&s->c.mem, mark);
     return -1;
-  if (p.head >= 0)
-    vuc_ring_publish_head (p.r, p.head, p.req);
-  vuc_ring_kick (p.r);
-  outcome = observe (&p, o.wait_ms);
+  }
   control = vuc_get_u64 (&s->c, VU_GET_FEATURES, &features) == 0;
   if (o.check) {
     alive = alive_check (s, 5000) == 0;
