@@ -169,17 +169,7 @@ EOF
   [[ "$output" == *"start-queue queue=0 base=2"* ]]
 }
 
-@test "malformed descriptor chains: blkgate stops the ring or fails the request, and lives" {
-  requires_plugin memory
-  start_gateway memory size=64M
-
-  for kind in $(bio "$sock" bad-chain list | cut -d' ' -f1); do
-    run -0 bio "$sock" bad-chain "$kind" --wait 2000 \
-      --expect ring-error,completed-ioerr,completed-unsupp
-    clean_output
-    [[ "$output" == *"bad-chain $kind: outcome="*" alive=yes"* ]]
-  done
-}
+# Malformed descriptor chains and hostile requests (bad-chain): test-guest-malicious.bats.
 
 @test "malformed vhost-user messages: blkgate survives and serves the next front-end" {
   requires_plugin memory
