@@ -574,9 +574,9 @@ r_header_race (struct parts *p)
 #define SEG_ENTRIES(name, what)                                            \
   RW_ENTRIES (name, what),                                                 \
   { #name "-too-many", k_##name##_too_many,                                \
-    "33 " what " segments (max_*_seg is 32)", NULL, NULL },                            \
+    "33 " what " segments (the maximum is 32)", NULL, NULL },                            \
   { #name "-too-long", k_##name##_too_long,                                \
-    "a " what " segment longer than max_*_sectors", NULL, NULL },                      \
+    "a " what " segment longer than the maximum", NULL, NULL },                      \
   { #name "-flags", k_##name##_flags,                                      \
     "a " what " segment with a flag not defined for it", NULL, NULL },                 \
   { #name "-empty", k_##name##_empty, "a " what " without segments", NULL, NULL },     \
