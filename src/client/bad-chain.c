@@ -382,7 +382,7 @@ setup_parts (struct session *s, struct parts *p)
   return 0;
 }
 
-static const struct kind *const tables[] = { kinds, req_kinds };
+static const struct kind *const tables[] = { kinds, req_kinds, packed_kinds };
 
 /* Builds, kicks and observes (or runs) one kind: its outcome. */
 static const char *

@@ -37,6 +37,7 @@ struct kind {
 };
 
 extern const struct kind req_kinds[];   /* bad-chain-req.c */
+extern const struct kind packed_kinds[];        /* bad-chain-packed.c */
 
 void bc_desc (struct vring_desc *d, uint64_t addr, uint32_t len,
               uint16_t flags, uint16_t next);
