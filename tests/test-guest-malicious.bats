@@ -213,3 +213,20 @@ race_ok() {
   alive "$gateway_pid"
   [ "$(stat -c %s "$tmp/backing.img")" -eq $((64 * 1024 * 1024)) ]
 }
+
+# --- The packed ring -------------------------------------------------------------------------
+# The packed-* kinds reconnect with VIRTIO_F_RING_PACKED and write one chain at slot 0 by hand.
+
+@test "packed-good: a good read in a packed ring (the harness works)" { bad packed-good completed-ok ''; }
+@test "packed-indirect: a good read through an indirect table" { bad packed-indirect completed-ok ''; }
+@test "packed-endless: NEXT in every slot" { bad packed-endless ring-error 'descriptor chain longer than the ring'; }
+@test "packed-not-avail: a chained descriptor not made available" { bad packed-not-avail ring-error 'chained descriptor not marked available'; }
+@test "packed-id-range: a buffer id past the ring" { bad packed-id-range ring-error 'buffer id out of range'; }
+@test "packed-outside: a buffer across the end of guest memory" { bad packed-outside ring-error 'descriptor points outside guest memory'; }
+@test "packed-no-status" { bad packed-no-status ring-error 'request has no writable status byte'; }
+@test "packed-write-then-read" { bad packed-write-then-read ring-error 'readable descriptor after a writable one'; }
+@test "packed-indirect-nested" { bad packed-indirect-nested ring-error 'nested indirect descriptor'; }
+@test "packed-indirect-len" { bad packed-indirect-len ring-error 'bad indirect descriptor'; }
+@test "packed-indirect-huge" { bad packed-indirect-huge ring-error 'indirect table longer than the ring'; }
+@test "packed-indirect-outside" { bad packed-indirect-outside ring-error 'indirect table outside guest memory'; }
+@test "packed-indirect-in-chain" { bad packed-indirect-in-chain ring-error 'indirect descriptor inside a chain'; }
