@@ -117,7 +117,7 @@ parse_segments (const struct blk_dev *d, struct blk_req *r, bool zero)
   struct virtio_blk_discard_write_zeroes seg[BLK_MAX_SEGMENTS];
   uint32_t max_sectors = zero ? d->max_zero_sectors : d->max_discard_sectors;
   size_t len = iov_size (r->data, r->ndata);
-  unsigned i;
+  unsigned i, n;
 
   if (d->readonly)
     return finish_now (r, VIRTIO_BLK_S_IOERR, "write to a read-only disk");
@@ -125,9 +125,10 @@ parse_segments (const struct blk_dev *d, struct blk_req *r, bool zero)
     return finish_now (r, VIRTIO_BLK_S_UNSUPP, "not supported by the plugin");
   if (len == 0 || len % sizeof seg[0] || len / sizeof seg[0] > BLK_MAX_SEGMENTS)
     return finish_now (r, VIRTIO_BLK_S_IOERR, "bad number of segments");
-  r->nseg = len / sizeof seg[0];
+  n = len / sizeof seg[0];
   iov_copy_out (r->data, r->ndata, seg, len);
-  for (i = 0; i < r->nseg; i++) {
+  r->nseg = 0;
+  for (i = 0; i < n; i++) {
     uint64_t sector = le64toh (seg[i].sector);
     uint32_t num = le32toh (seg[i].num_sectors);
     uint32_t flags = le32toh (seg[i].flags);
@@ -138,11 +139,16 @@ parse_segments (const struct blk_dev *d, struct blk_req *r, bool zero)
         !range_valid (d, sector, (uint64_t) num * BLK_SECTOR))
       return finish_now (r, VIRTIO_BLK_S_IOERR,
                          "segment too long, unaligned or past the end");
-    r->seg[i].offset = sector * BLK_SECTOR;
-    r->seg[i].len = (uint64_t) num * BLK_SECTOR;
-    r->seg[i].unmap = (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) &&
+    if (num == 0)
+      continue;                 /* nothing to do: plugins may refuse it */
+    r->seg[r->nseg].offset = sector * BLK_SECTOR;
+    r->seg[r->nseg].len = (uint64_t) num * BLK_SECTOR;
+    r->seg[r->nseg].unmap = (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) &&
       d->zero_may_unmap;
+    r->nseg++;
   }
+  if (r->nseg == 0)
+    return finish_now (r, VIRTIO_BLK_S_OK, NULL);
   r->op = zero ? BLK_OP_ZERO : BLK_OP_DISCARD;
   return 0;
 }
