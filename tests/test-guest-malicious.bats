@@ -37,13 +37,16 @@ fds_back_to() {
 }
 
 # bad KIND OUTCOME LOG-REGEX [BLKGATE-IO OPTIONS...]: one hostile request against a fresh
-# memory disk.  LOG-REGEX is matched against blkgate's log (-v: refused requests are logged
-# at debug level, broken rings always); an empty one matches nothing in particular.
+# disk, a 64 MiB memory disk unless $disk says otherwise (a plugin and its arguments).
+# LOG-REGEX is matched against blkgate's log (-v: refused requests are logged at debug level,
+# broken rings always); an empty one matches nothing in particular.
 bad() {
   local kind=$1 outcome=$2 why=$3 before
   shift 3
-  requires_plugin memory
-  start_gateway -v memory size=64M
+  [ -n "${disk:-}" ] || disk="memory size=64M"
+  requires_plugin "${disk%% *}"
+  # shellcheck disable=SC2086 # $disk is a plugin and its arguments
+  start_gateway -v $disk
   before=$(fds)
 
   run -0 bio "$@" "$sock" bad-chain "$kind" --wait 5000 --expect "$outcome"
@@ -162,6 +165,19 @@ seg_past_end='segment too long, unaligned or past the end'
 @test "zero-flags: an undefined flag" { bad zero-flags completed-unsupp 'unknown segment flags'; }
 @test "zero-empty: no segment" { bad zero-empty completed-ioerr 'bad number of segments'; }
 @test "zero-partial: 20 bytes of segments" { bad zero-partial completed-ioerr 'bad number of segments'; }
+
+# A segment of 0 sectors does nothing, successfully, whatever the plugin (the file plugin's
+# fallocate refuses a length of 0: blkgate does not ask it).
+@test "discard-no-sectors: a segment of 0 sectors is a no-op" { bad discard-no-sectors completed-ok ''; }
+@test "zero-no-sectors: a segment of 0 sectors is a no-op" { bad zero-no-sectors completed-ok ''; }
+@test "discard-no-sectors on a file disk" {
+  truncate -s 64M "$tmp/disk.img"
+  disk="file file=$tmp/disk.img" bad discard-no-sectors completed-ok ''
+}
+@test "zero-no-sectors on a file disk" {
+  truncate -s 64M "$tmp/disk.img"
+  disk="file file=$tmp/disk.img" bad zero-no-sectors completed-ok ''
+}
 
 @test "every kind bad-chain knows has a test here" {
   local k

@@ -169,6 +169,8 @@ max_sectors (const struct parts *p, bool zero)
   { return segments (p, zero, 0, 8, zero ? 2 : 1, 1, WHOLE); }             \
   static int k_##name##_empty (struct parts *p)                            \
   { return segments (p, zero, 0, 8, 0, 1, 0); }                            \
+  static int k_##name##_no_sectors (struct parts *p)                       \
+  { return segments (p, zero, 8, 0, 0, 1, WHOLE); }                        \
   static int k_##name##_partial (struct parts *p)                          \
   { return segments (p, zero, 0, 8, 0, 2, 20); }
 
@@ -580,6 +582,8 @@ r_header_race (struct parts *p)
   { #name "-flags", k_##name##_flags,                                      \
     "a " what " segment with a flag not defined for it", NULL, NULL },                 \
   { #name "-empty", k_##name##_empty, "a " what " without segments", NULL, NULL },     \
+  { #name "-no-sectors", k_##name##_no_sectors,                            \
+    "a " what " segment of 0 sectors", NULL, NULL },                       \
   { #name "-partial", k_##name##_partial,                                  \
     "a " what " of 20 bytes (not whole segments)", NULL, NULL }
 
