@@ -41,8 +41,11 @@ fds_back_to() {
 # LOG-REGEX is matched against blkgate's log (-v: refused requests are logged at debug level,
 # broken rings always); an empty one matches nothing in particular.
 bad() {
-  local kind=$1 outcome=$2 why=$3 before
+  local kind=$1 outcome=$2 why=$3 before reset=ok
   shift 3
+  # After the case, bad-chain resets the device as a guest would (libvuclient cannot stop a
+  # packed ring: the packed kinds skip that).
+  [[ $kind != packed-* ]] || reset=skipped
   [ -n "${disk:-}" ] || disk="memory size=64M"
   requires_plugin "${disk%% *}"
   # shellcheck disable=SC2086 # $disk is a plugin and its arguments
@@ -51,7 +54,7 @@ bad() {
 
   run -0 bio "$@" "$sock" bad-chain "$kind" --wait 5000 --expect "$outcome"
   clean_output
-  [[ "$output" == *"bad-chain $kind: outcome=$outcome control=ok alive=yes"* ]]
+  [[ "$output" == *"bad-chain $kind: outcome=$outcome control=ok reset=$reset alive=yes"* ]]
   if [ "$outcome" = ring-error ]; then
     grep -q -E "queue 0: $why: ring stopped until the device is reset" "$gwlog"
   elif [ -n "$why" ]; then
@@ -60,6 +63,21 @@ bad() {
   alive "$gateway_pid"
   wait_for 10 fds_back_to "$before" ||
     { echo "blkgate holds $(fds) descriptors, $before before" >&2; return 1; }
+}
+
+# slow_disk DELAY: a 64 MiB image $tmp/backing.img behind slowfs (tests/tools/slowfs.c) at
+# $mnt/disk, every read and write delayed (DELAY as slowfs takes it: up to N µs, or =N µs).
+slow_disk() {
+  requires_plugin file
+  local slowfs=$top_builddir/tests/slowfs
+  mnt=$tmp/mnt
+  [ -x "$slowfs" ] || missing "tests/slowfs is not built (libfuse3 missing)"
+  requires fusermount3
+  [ -e /dev/fuse ] || missing "/dev/fuse is not available"
+  truncate -s 64M "$tmp/backing.img"
+  mkdir -p "$mnt"
+  start_daemon slowfs "$slowfs" "$tmp/backing.img" "$mnt" "$1"
+  wait_for 10 test -e "$mnt/disk"
 }
 
 past_end='range unaligned or past the end of the disk'
@@ -131,6 +149,23 @@ seg_past_end='segment too long, unaligned or past the end'
   bad long-chain completed-ok '' --regions 8 --queue-size 64
 }
 
+# --- Requests that turn on the ring ---------------------------------------------------------
+
+# The same head made available twice while its first request is still in flight (every
+# request takes 200 ms): the second is a reuse of a head in flight.  (On a disk that completes
+# at once, both may be served: that is why this one runs on slow storage.)
+@test "head-twice: a head made available again while in flight" {
+  slow_disk =200000
+  disk="file file=$mnt/disk" bad head-twice ring-error 'guest reused a head that is still in flight'
+}
+
+# A read into the avail ring itself is a good request; kicked again, blkgate finds avail->idx
+# garbage (the disk's pattern) and stops the ring.
+@test "read-into-avail: a read over the avail ring, then a kick" {
+  bad read-into-avail completed-ok-then-ring-error ''
+  grep -q -E 'queue 0: avail index moved further than the ring size: ring stopped' "$gwlog"
+}
+
 # --- Sectors and lengths ---------------------------------------------------------------------
 
 @test "read-past-end" { bad read-past-end completed-ioerr "$past_end"; }
@@ -198,7 +233,7 @@ seg_past_end='segment too long, unaligned or past the end'
 
 race_ok() {
   [[ "$output" == *"bad-chain header-race: "*" ok, "*" ioerr, 0 other, "* ]]
-  [[ "$output" == *"outcome=completed-ok-or-ioerr control=ok alive=yes"* ]]
+  [[ "$output" == *"outcome=completed-ok-or-ioerr control=ok reset=ok alive=yes"* ]]
 }
 
 @test "header-race on a memory disk: OK or IOERR only, blkgate lives" {
@@ -211,16 +246,7 @@ race_ok() {
 }
 
 @test "header-race on slow storage: no write lands past the end of the image" {
-  requires_plugin file
-  local slowfs=$top_builddir/tests/slowfs
-  mnt=$tmp/mnt
-  [ -x "$slowfs" ] || missing "tests/slowfs is not built (libfuse3 missing)"
-  requires fusermount3
-  [ -e /dev/fuse ] || missing "/dev/fuse is not available"
-  truncate -s 64M "$tmp/backing.img"
-  mkdir -p "$mnt"
-  start_daemon slowfs "$slowfs" "$tmp/backing.img" "$mnt" 2000
-  wait_for 10 test -e "$mnt/disk"
+  slow_disk 2000
   start_gateway file file="$mnt/disk"
 
   run -0 bio "$sock" bad-chain header-race

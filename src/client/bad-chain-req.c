@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 
 #include "bad-chain.h"
 
@@ -472,6 +473,58 @@ c_long_chain (struct parts *p, const char *outcome)
 }
 
 /* ------------------------------------------------------------------ */
+/* Requests that turn on the ring */
+
+/* A good read whose head is made available twice in a row.  With a
+ * back-end that completes at once both are served; with one that is
+ * still working on the first, the second reuses a head in flight. */
+static int
+k_head_twice (struct parts *p)
+{
+  if (request (p, VIRTIO_BLK_T_IN, 0, 512, true) == -1)
+    return -1;
+  vuc_ring_publish_head (p->r, p->head, p->req);
+  return 0;
+}
+
+#define AVAIL_OFF (320 * 1024)
+
+/* A good read whose data buffer is the ring's own avail ring: the disk
+ * holds the pattern, so avail->idx becomes garbage once it lands. */
+static int
+k_read_into_avail (struct parts *p)
+{
+  struct piece pc[3] = {
+    { p->hdr, 16, false },
+    { vuc_gpa (&p->s->c.mem, p->r->avail), 512, true },
+    { p->status, 1, true }
+  };
+
+  if (prewrite (p, AVAIL_OFF, 512) == -1)
+    return -1;
+  header (p, VIRTIO_BLK_T_IN, AVAIL_OFF / 512);
+  return chain (p, pc, 3);
+}
+
+/* The data must be in the avail ring; kicked again, the back-end finds
+ * avail->idx garbage and should stop the ring. */
+static const char *
+c_read_into_avail (struct parts *p, const char *outcome)
+{
+  uint64_t deadline = vuc_now_ns () + UINT64_C (2000000000);
+
+  if (strcmp (outcome, "completed-ok") != 0)
+    return outcome;
+  outcome = compare (p, (const uint8_t *) p->r->avail, AVAIL_OFF, 512);
+  if (strcmp (outcome, "completed-ok") != 0)
+    return outcome;
+  eventfd_write (p->r->kick_fd, 1);
+  if (vuc_ring_wait (p->r, deadline) < 0 && p->r->err_signalled)
+    return "completed-ok-then-ring-error";
+  return "completed-ok-then-no-error";
+}
+
+/* ------------------------------------------------------------------ */
 /* header-race: the guest rewrites headers while the device works */
 
 #define RACE_REQS 32
@@ -617,6 +670,11 @@ const struct kind req_kinds[] = {
     c_region_span, NULL },
   { "long-chain", k_long_chain,
     "a good read chaining every descriptor of the ring", c_long_chain, NULL },
+  { "head-twice", k_head_twice,
+    "a good read whose head is made available twice", NULL, NULL },
+  { "read-into-avail", k_read_into_avail,
+    "a good read into the ring's own avail ring, then a kick",
+    c_read_into_avail, NULL },
   { "header-race", NULL,
     "writes whose headers another thread keeps rewriting", NULL,
     r_header_race },

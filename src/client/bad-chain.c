@@ -466,7 +466,8 @@ cmd_bad_chain (struct session *s, int argc, char **argv)
   const char *outcome;
   struct parts p;
   uint64_t features, mark = vuc_mem_mark (&s->c.mem);
-  bool control, alive = true;
+  bool control, alive = true, skip_reset = true;
+  int reset = 0;
 
   if (parse_bad_opts (argc, argv, &o) == -1)
     return -1;
@@ -482,13 +483,22 @@ cmd_bad_chain (struct session *s, int argc, char **argv)
   }
   control = vuc_get_u64 (&s->c, VU_GET_FEATURES, &features) == 0;
   if (o.check) {
+    /* What a guest does after a broken ring: reset the device.  Its
+     * stop drains the requests still in flight, which would otherwise
+     * complete into the rings the alive check clears.  (libvuclient
+     * cannot stop a packed ring; the packed kinds leave nothing in
+     * flight.) */
+    skip_reset = !control || vuc_has_f (&s->c, VU_F_RING_PACKED);
+    if (!skip_reset && (reset = vuc_reset_device (&s->c)) == -1)
+      fail_vuc ("device reset");
     alive = alive_check (s, 5000) == 0;
     vuc_mem_release (&s->c.mem, mark);
   }
-  printf ("bad-chain %s: outcome=%s control=%s alive=%s\n", k->name, outcome,
-          control ? "ok" : "closed", o.check ? (alive ? "yes" : "no")
-          : "unchecked");
-  if (!alive)
+  printf ("bad-chain %s: outcome=%s control=%s reset=%s alive=%s\n", k->name,
+          outcome, control ? "ok" : "closed",
+          !o.check || skip_reset ? "skipped" : reset == 0 ? "ok" : "failed",
+          o.check ? (alive ? "yes" : "no") : "unchecked");
+  if (!alive || reset == -1)
     return -1;
   if (o.expect && !expected (outcome, o.expect)) {
     fail ("outcome %s is not one of %s", outcome, o.expect);
