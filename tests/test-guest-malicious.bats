@@ -92,29 +92,65 @@ seg_past_end='segment too long, unaligned or past the end'
   bad loop-writable ring-error 'looped descriptor chain'
 }
 @test "self-loop" { bad self-loop ring-error 'looped descriptor chain'; }
-@test "head-range: an avail entry beyond the ring" { bad head-range ring-error 'head outside the ring'; }
-@test "next-range: a next index beyond the ring" { bad next-range ring-error 'descriptor index out of range'; }
-@test "outside: a buffer beyond guest memory" { bad outside ring-error 'descriptor points outside guest memory'; }
-@test "straddle: a buffer across the end of guest memory" { bad straddle ring-error 'descriptor points outside guest memory'; }
-@test "overflow: addr + len wraps 2^64" { bad overflow ring-error 'descriptor points outside guest memory'; }
-@test "no-status: no writable descriptor" { bad no-status ring-error 'request has no writable status byte'; }
-@test "write-then-read" { bad write-then-read ring-error 'readable descriptor after a writable one'; }
+@test "head-range: an avail entry beyond the ring" {
+  bad head-range ring-error 'head outside the ring'
+}
+@test "next-range: a next index beyond the ring" {
+  bad next-range ring-error 'descriptor index out of range'
+}
+@test "outside: a buffer beyond guest memory" {
+  bad outside ring-error 'descriptor points outside guest memory'
+}
+@test "straddle: a buffer across the end of guest memory" {
+  bad straddle ring-error 'descriptor points outside guest memory'
+}
+@test "overflow: addr + len wraps 2^64" {
+  bad overflow ring-error 'descriptor points outside guest memory'
+}
+@test "no-status: no writable descriptor" {
+  bad no-status ring-error 'request has no writable status byte'
+}
+@test "write-then-read" {
+  bad write-then-read ring-error 'readable descriptor after a writable one'
+}
 @test "indirect-nested" { bad indirect-nested ring-error 'nested indirect descriptor'; }
-@test "indirect-next: INDIRECT with NEXT" { bad indirect-next ring-error 'bad indirect descriptor'; }
-@test "indirect-len: a table length not a multiple of 16" { bad indirect-len ring-error 'bad indirect descriptor'; }
-@test "indirect-huge: a table longer than the ring" { bad indirect-huge ring-error 'indirect table longer than the ring'; }
-@test "indirect-outside: a table beyond guest memory" { bad indirect-outside ring-error 'indirect table outside guest memory'; }
+@test "indirect-next: INDIRECT with NEXT" {
+  bad indirect-next ring-error 'bad indirect descriptor'
+}
+@test "indirect-len: a table length not a multiple of 16" {
+  bad indirect-len ring-error 'bad indirect descriptor'
+}
+@test "indirect-huge: a table longer than the ring" {
+  bad indirect-huge ring-error 'indirect table longer than the ring'
+}
+@test "indirect-outside: a table beyond guest memory" {
+  bad indirect-outside ring-error 'indirect table outside guest memory'
+}
 @test "indirect-loop" { bad indirect-loop ring-error 'looped indirect descriptor chain'; }
-@test "indirect-in-chain: an indirect descriptor after a direct one" { bad indirect-in-chain ring-error 'indirect descriptor inside a chain'; }
-@test "avail-jump: avail->idx jumps beyond the ring size" { bad avail-jump ring-error 'avail index moved further than the ring size'; }
+@test "indirect-in-chain: an indirect descriptor after a direct one" {
+  bad indirect-in-chain ring-error 'indirect descriptor inside a chain'
+}
+@test "avail-jump: avail->idx jumps beyond the ring size" {
+  bad avail-jump ring-error 'avail index moved further than the ring size'
+}
 
 # --- The status byte and the header ----------------------------------------------------------
 
-@test "short-header: 8 header bytes" { bad short-header completed-ioerr 'header shorter than 16 bytes'; }
-@test "zero-header: a header descriptor of length 0" { bad zero-header completed-ioerr 'header shorter than 16 bytes'; }
-@test "status-readable: the status descriptor is device-readable" { bad status-readable ring-error 'readable descriptor after a writable one'; }
-@test "status-readable-only: a flush without a writable descriptor" { bad status-readable-only ring-error 'request has no writable status byte'; }
-@test "zero-status-only: the only writable descriptor has length 0" { bad zero-status-only ring-error 'request has no writable status byte'; }
+@test "short-header: 8 header bytes" {
+  bad short-header completed-ioerr 'header shorter than 16 bytes'
+}
+@test "zero-header: a header descriptor of length 0" {
+  bad zero-header completed-ioerr 'header shorter than 16 bytes'
+}
+@test "status-readable: the status descriptor is device-readable" {
+  bad status-readable ring-error 'readable descriptor after a writable one'
+}
+@test "status-readable-only: a flush without a writable descriptor" {
+  bad status-readable-only ring-error 'request has no writable status byte'
+}
+@test "zero-status-only: the only writable descriptor has length 0" {
+  bad zero-status-only ring-error 'request has no writable status byte'
+}
 
 # A status descriptor of length 0 after 512 bytes of data: framing is by bytes (virtio 2.6.4),
 # so the status goes into the last writable byte, the data's 512th, and the 511 bytes before it
@@ -171,7 +207,9 @@ seg_past_end='segment too long, unaligned or past the end'
 @test "read-past-end" { bad read-past-end completed-ioerr "$past_end"; }
 @test "read-straddle-end" { bad read-straddle-end completed-ioerr "$past_end"; }
 @test "read-wrap: sector * 512 + len wraps 2^64" { bad read-wrap completed-ioerr "$past_end"; }
-@test "read-sector-wrap: sector * 512 wraps 2^64" { bad read-sector-wrap completed-ioerr "$past_end"; }
+@test "read-sector-wrap: sector * 512 wraps 2^64" {
+  bad read-sector-wrap completed-ioerr "$past_end"
+}
 @test "write-past-end" { bad write-past-end completed-ioerr "$past_end"; }
 @test "write-straddle-end" { bad write-straddle-end completed-ioerr "$past_end"; }
 @test "write-wrap" { bad write-wrap completed-ioerr "$past_end"; }
@@ -186,24 +224,38 @@ seg_past_end='segment too long, unaligned or past the end'
 @test "discard-straddle-end" { bad discard-straddle-end completed-ioerr "$seg_past_end"; }
 @test "discard-wrap" { bad discard-wrap completed-ioerr "$seg_past_end"; }
 @test "discard-sector-wrap" { bad discard-sector-wrap completed-ioerr "$seg_past_end"; }
-@test "discard-too-many: 33 segments, max_discard_seg is 32" { bad discard-too-many completed-ioerr 'bad number of segments'; }
-@test "discard-too-long: longer than max_discard_sectors" { bad discard-too-long completed-ioerr "$seg_past_end"; }
-@test "discard-flags: UNMAP is not a discard flag" { bad discard-flags completed-unsupp 'unknown segment flags'; }
+@test "discard-too-many: 33 segments, max_discard_seg is 32" {
+  bad discard-too-many completed-ioerr 'bad number of segments'
+}
+@test "discard-too-long: longer than max_discard_sectors" {
+  bad discard-too-long completed-ioerr "$seg_past_end"
+}
+@test "discard-flags: UNMAP is not a discard flag" {
+  bad discard-flags completed-unsupp 'unknown segment flags'
+}
 @test "discard-empty: no segment" { bad discard-empty completed-ioerr 'bad number of segments'; }
-@test "discard-partial: 20 bytes of segments" { bad discard-partial completed-ioerr 'bad number of segments'; }
+@test "discard-partial: 20 bytes of segments" {
+  bad discard-partial completed-ioerr 'bad number of segments'
+}
 @test "zero-past-end" { bad zero-past-end completed-ioerr "$seg_past_end"; }
 @test "zero-straddle-end" { bad zero-straddle-end completed-ioerr "$seg_past_end"; }
 @test "zero-wrap" { bad zero-wrap completed-ioerr "$seg_past_end"; }
 @test "zero-sector-wrap" { bad zero-sector-wrap completed-ioerr "$seg_past_end"; }
 @test "zero-too-many: 33 segments" { bad zero-too-many completed-ioerr 'bad number of segments'; }
-@test "zero-too-long: longer than max_write_zeroes_sectors" { bad zero-too-long completed-ioerr "$seg_past_end"; }
+@test "zero-too-long: longer than max_write_zeroes_sectors" {
+  bad zero-too-long completed-ioerr "$seg_past_end"
+}
 @test "zero-flags: an undefined flag" { bad zero-flags completed-unsupp 'unknown segment flags'; }
 @test "zero-empty: no segment" { bad zero-empty completed-ioerr 'bad number of segments'; }
-@test "zero-partial: 20 bytes of segments" { bad zero-partial completed-ioerr 'bad number of segments'; }
+@test "zero-partial: 20 bytes of segments" {
+  bad zero-partial completed-ioerr 'bad number of segments'
+}
 
 # A segment of 0 sectors does nothing, successfully, whatever the plugin (the file plugin's
 # fallocate refuses a length of 0: blkgate does not ask it).
-@test "discard-no-sectors: a segment of 0 sectors is a no-op" { bad discard-no-sectors completed-ok ''; }
+@test "discard-no-sectors: a segment of 0 sectors is a no-op" {
+  bad discard-no-sectors completed-ok ''
+}
 @test "zero-no-sectors: a segment of 0 sectors is a no-op" { bad zero-no-sectors completed-ok ''; }
 @test "discard-no-sectors on a file disk" {
   truncate -s 64M "$tmp/disk.img"
@@ -259,16 +311,38 @@ race_ok() {
 # --- The packed ring -------------------------------------------------------------------------
 # The packed-* kinds reconnect with VIRTIO_F_RING_PACKED and write one chain at slot 0 by hand.
 
-@test "packed-good: a good read in a packed ring (the harness works)" { bad packed-good completed-ok ''; }
-@test "packed-indirect: a good read through an indirect table" { bad packed-indirect completed-ok ''; }
-@test "packed-endless: NEXT in every slot" { bad packed-endless ring-error 'descriptor chain longer than the ring'; }
-@test "packed-not-avail: a chained descriptor not made available" { bad packed-not-avail ring-error 'chained descriptor not marked available'; }
-@test "packed-id-range: a buffer id past the ring" { bad packed-id-range ring-error 'buffer id out of range'; }
-@test "packed-outside: a buffer across the end of guest memory" { bad packed-outside ring-error 'descriptor points outside guest memory'; }
+@test "packed-good: a good read in a packed ring (the harness works)" {
+  bad packed-good completed-ok ''
+}
+@test "packed-indirect: a good read through an indirect table" {
+  bad packed-indirect completed-ok ''
+}
+@test "packed-endless: NEXT in every slot" {
+  bad packed-endless ring-error 'descriptor chain longer than the ring'
+}
+@test "packed-not-avail: a chained descriptor not made available" {
+  bad packed-not-avail ring-error 'chained descriptor not marked available'
+}
+@test "packed-id-range: a buffer id past the ring" {
+  bad packed-id-range ring-error 'buffer id out of range'
+}
+@test "packed-outside: a buffer across the end of guest memory" {
+  bad packed-outside ring-error 'descriptor points outside guest memory'
+}
 @test "packed-no-status" { bad packed-no-status ring-error 'request has no writable status byte'; }
-@test "packed-write-then-read" { bad packed-write-then-read ring-error 'readable descriptor after a writable one'; }
-@test "packed-indirect-nested" { bad packed-indirect-nested ring-error 'nested indirect descriptor'; }
+@test "packed-write-then-read" {
+  bad packed-write-then-read ring-error 'readable descriptor after a writable one'
+}
+@test "packed-indirect-nested" {
+  bad packed-indirect-nested ring-error 'nested indirect descriptor'
+}
 @test "packed-indirect-len" { bad packed-indirect-len ring-error 'bad indirect descriptor'; }
-@test "packed-indirect-huge" { bad packed-indirect-huge ring-error 'indirect table longer than the ring'; }
-@test "packed-indirect-outside" { bad packed-indirect-outside ring-error 'indirect table outside guest memory'; }
-@test "packed-indirect-in-chain" { bad packed-indirect-in-chain ring-error 'indirect descriptor inside a chain'; }
+@test "packed-indirect-huge" {
+  bad packed-indirect-huge ring-error 'indirect table longer than the ring'
+}
+@test "packed-indirect-outside" {
+  bad packed-indirect-outside ring-error 'indirect table outside guest memory'
+}
+@test "packed-indirect-in-chain" {
+  bad packed-indirect-in-chain ring-error 'indirect descriptor inside a chain'
+}

@@ -136,7 +136,8 @@ segments (struct parts *p, bool zero, uint64_t sector, uint32_t num,
   }
   {
     struct piece pc[3] = {
-      { p->hdr, 16, false }, { data, len == WHOLE ? n * sizeof *seg : len, false },
+      { p->hdr, 16, false },
+      { data, len == WHOLE ? n * sizeof *seg : len, false },
       { p->status, 1, true }
     };
     header (p, zero ? VIRTIO_BLK_T_WRITE_ZEROES : VIRTIO_BLK_T_DISCARD, 0);
@@ -616,65 +617,66 @@ r_header_race (struct parts *p)
 
 /* ------------------------------------------------------------------ */
 
+/* A kind built, kicked and observed; one with a check too. */
+#define K BC_KIND
+#define KC(name, fn, what) { name, k_##fn, what, c_##fn, NULL }
+
 #define RW_ENTRIES(name, what)                                             \
-  { #name "-past-end", k_##name##_past_end,                                \
-    "a " what " starting at the disk's end", NULL, NULL },                             \
-  { #name "-straddle-end", k_##name##_straddle_end,                        \
-    "a " what " across the disk's end", NULL, NULL },                                  \
-  { #name "-wrap", k_##name##_wrap,                                        \
-    "a " what " whose end wraps 2^64 bytes", NULL, NULL },                             \
-  { #name "-sector-wrap", k_##name##_sector_wrap,                          \
-    "a " what " at sector 2^55 (sector * 512 wraps)", NULL, NULL }
+  K (#name "-past-end", k_##name##_past_end,                               \
+     "a " what " starting at the disk's end"),                             \
+  K (#name "-straddle-end", k_##name##_straddle_end,                       \
+     "a " what " across the disk's end"),                                  \
+  K (#name "-wrap", k_##name##_wrap,                                       \
+     "a " what " whose end wraps 2^64 bytes"),                             \
+  K (#name "-sector-wrap", k_##name##_sector_wrap,                         \
+     "a " what " at sector 2^55 (sector * 512 wraps)")
 
 #define SEG_ENTRIES(name, what)                                            \
   RW_ENTRIES (name, what),                                                 \
-  { #name "-too-many", k_##name##_too_many,                                \
-    "33 " what " segments (the maximum is 32)", NULL, NULL },                            \
-  { #name "-too-long", k_##name##_too_long,                                \
-    "a " what " segment longer than the maximum", NULL, NULL },                      \
-  { #name "-flags", k_##name##_flags,                                      \
-    "a " what " segment with a flag not defined for it", NULL, NULL },                 \
-  { #name "-empty", k_##name##_empty, "a " what " without segments", NULL, NULL },     \
-  { #name "-no-sectors", k_##name##_no_sectors,                            \
-    "a " what " segment of 0 sectors", NULL, NULL },                       \
-  { #name "-partial", k_##name##_partial,                                  \
-    "a " what " of 20 bytes (not whole segments)", NULL, NULL }
+  K (#name "-too-many", k_##name##_too_many,                               \
+     "33 " what " segments (the maximum is 32)"),                          \
+  K (#name "-too-long", k_##name##_too_long,                               \
+     "a " what " segment longer than the maximum"),                        \
+  K (#name "-flags", k_##name##_flags,                                     \
+     "a " what " segment with a flag not defined for it"),                 \
+  K (#name "-empty", k_##name##_empty, "a " what " without segments"),     \
+  K (#name "-no-sectors", k_##name##_no_sectors,                           \
+     "a " what " segment of 0 sectors"),                                   \
+  K (#name "-partial", k_##name##_partial,                                 \
+     "a " what " of 20 bytes (not whole segments)")
 
 const struct kind req_kinds[] = {
   RW_ENTRIES (read, "read"),
   RW_ENTRIES (write, "write"),
   SEG_ENTRIES (discard, "discard"),
   SEG_ENTRIES (zero, "write-zeroes"),
-  { "odd-read", k_odd_read, "a read of 511 bytes", NULL, NULL },
-  { "odd-write", k_odd_write, "a write of 513 bytes", NULL, NULL },
-  { "bad-type", k_bad_type, "request type 99", NULL, NULL },
-  { "zero-header", k_zero_header, "a header descriptor of length 0", NULL, NULL },
-  { "zero-data", k_zero_data, "a read with a data descriptor of length 0", NULL, NULL },
-  { "zero-status", k_zero_status,
-    "a status descriptor of length 0 after 512 bytes of data",
-    c_zero_status, NULL },
-  { "zero-status-only", k_zero_status_only,
-    "a flush whose only writable descriptor has length 0", NULL, NULL },
-  { "status-readable", k_status_readable,
-    "a read whose status descriptor is device-readable", NULL, NULL },
-  { "status-readable-only", k_status_readable_only,
-    "a flush without any writable descriptor", NULL, NULL },
-  { "split-header-2", k_split_header_2,
-    "a good write, its header in two descriptors", c_split_header_2, NULL },
-  { "split-header-3", k_split_header_3,
-    "a good read, its header in three descriptors", c_split_header_3, NULL },
-  { "merged-header", k_merged_header,
-    "a good write, header and data in one descriptor", c_merged_header, NULL },
-  { "region-span", k_region_span,
-    "a good write, its data across two memory regions (--regions 2)",
-    c_region_span, NULL },
-  { "long-chain", k_long_chain,
-    "a good read chaining every descriptor of the ring", c_long_chain, NULL },
-  { "head-twice", k_head_twice,
-    "a good read whose head is made available twice", NULL, NULL },
-  { "read-into-avail", k_read_into_avail,
-    "a good read into the ring's own avail ring, then a kick",
-    c_read_into_avail, NULL },
+  K ("odd-read", k_odd_read, "a read of 511 bytes"),
+  K ("odd-write", k_odd_write, "a write of 513 bytes"),
+  K ("bad-type", k_bad_type, "request type 99"),
+  K ("zero-header", k_zero_header, "a header descriptor of length 0"),
+  K ("zero-data", k_zero_data, "a read with a data descriptor of length 0"),
+  KC ("zero-status", zero_status,
+      "a status descriptor of length 0 after 512 bytes of data"),
+  K ("zero-status-only", k_zero_status_only,
+     "a flush whose only writable descriptor has length 0"),
+  K ("status-readable", k_status_readable,
+     "a read whose status descriptor is device-readable"),
+  K ("status-readable-only", k_status_readable_only,
+     "a flush without any writable descriptor"),
+  KC ("split-header-2", split_header_2,
+      "a good write, its header in two descriptors"),
+  KC ("split-header-3", split_header_3,
+      "a good read, its header in three descriptors"),
+  KC ("merged-header", merged_header,
+      "a good write, header and data in one descriptor"),
+  KC ("region-span", region_span,
+      "a good write, its data across two memory regions (--regions 2)"),
+  KC ("long-chain", long_chain,
+      "a good read chaining every descriptor of the ring"),
+  K ("head-twice", k_head_twice,
+     "a good read whose head is made available twice"),
+  KC ("read-into-avail", read_into_avail,
+      "a good read into the ring's own avail ring, then a kick"),
   { "header-race", NULL,
     "writes whose headers another thread keeps rewriting", NULL,
     r_header_race },

@@ -36,6 +36,9 @@ struct kind {
   const char *(*run) (struct parts *p);
 };
 
+/* A kind that is built, kicked and observed, without a check. */
+#define BC_KIND(name, fn, what) { name, fn, what, NULL, NULL }
+
 extern const struct kind req_kinds[];   /* bad-chain-req.c */
 extern const struct kind packed_kinds[];        /* bad-chain-packed.c */
 
