@@ -326,6 +326,10 @@ race_ok() {
 @test "packed-id-range: a buffer id past the ring" {
   bad packed-id-range ring-error 'buffer id out of range'
 }
+@test "packed-id-twice: a buffer id reused while in flight (slow storage)" {
+  slow_disk =200000
+  disk="file file=$mnt/disk" bad packed-id-twice ring-error 'buffer id already in flight'
+}
 @test "packed-outside: a buffer across the end of guest memory" {
   bad packed-outside ring-error 'descriptor points outside guest memory'
 }
