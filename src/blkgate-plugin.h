@@ -177,7 +177,7 @@ extern void blkgate_complete (struct blkgate_request *req, int err);
 /* Count n events under name (a string that lives as long as the
  * plugin, e.g. a literal such as "reconnects"): shown per backend by
  * the control socket's stats.  Any thread; meant for rare events, it
- * takes a lock.  Up to 16 names. */
+ * takes a lock.  Up to 32 names. */
 extern void blkgate_stat_add (const char *name, uint64_t n);
 
 /* The plugin's entry point, defined by BLKGATE_REGISTER_PLUGIN.  It is

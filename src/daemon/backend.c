@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 
 #include "backend.h"
+#include "filters.h"
 #include "log.h"
 
 #define MAX_DISCARD_SECTORS (UINT32_C (1) << 22)  /* 2 GiB per segment */
@@ -404,6 +405,9 @@ blkgate_complete (struct blkgate_request *req, int err)
 {
   struct request *r = (struct request *) req;
 
+  /* A filter's token (blkgate_request_wrap), not one of ours. */
+  if (filter_token_complete (req, err))
+    return;
   assert (r->pending > 0);
   if (err && !r->err)
     r->err = err;

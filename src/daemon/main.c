@@ -32,6 +32,7 @@
 #include "control.h"
 #include "log.h"
 #include "stats.h"
+#include "filters.h"
 #include "plugins.h"
 #include "privs.h"
 #include "server.h"
@@ -54,6 +55,7 @@ static struct {
   char **debug_flags;
   gboolean print_caps;
   gboolean dump_plugin;
+  char **filters;
   char *run;
   gboolean version;
   char *blk_file;
@@ -100,6 +102,9 @@ static const GOptionEntry entries[] = {
     "Set a plugin debug flag", "PLUGIN.FLAG=N" },
   { "print-capabilities", 0, 0, G_OPTION_ARG_NONE, &opt.print_caps,
     "Print the vhost-user back-end capabilities as JSON", NULL },
+  { "filter", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.filters,
+    "Load a filter between the core and the plugin (repeatable; the "
+    "first is the outermost)", "NAME" },
   { "dump-plugin", 0, 0, G_OPTION_ARG_NONE, &opt.dump_plugin,
     "Print information about the plugin and exit", NULL },
   { "run", 0, 0, G_OPTION_ARG_STRING, &opt.run,
@@ -252,23 +257,26 @@ setup_plugin (struct plugin *pl)
     blkgate_error ("no plugin given (try --help)");
     return -1;
   }
-  if (plugin_load (pl, name) == -1 || apply_debug_flags (pl) == -1)
+  if (plugin_load (pl, name) == -1 || apply_debug_flags (pl) == -1 ||
+      filters_load (opt.filters) == -1)
     return -1;
   if (opt.dump_plugin) {
     plugin_dump (pl);
+    filters_dump ();
     return 1;
   }
   for (; args && *args; args++) {
     if (strcmp (*args, "--help") == 0 || strcmp (*args, "-h") == 0) {
       plugin_help (pl);
+      filters_help ();
       return 1;
     }
-    if (plugin_config_arg (pl, *args) == -1)
+    if (filters_config_arg (pl, *args) == -1)
       return -1;
   }
-  if (blk_arg && plugin_config_arg (pl, blk_arg) == -1)
+  if (blk_arg && filters_config_arg (pl, blk_arg) == -1)
     return -1;
-  return plugin_config_complete (pl);
+  return filters_config_complete (pl);
 }
 
 static int
@@ -563,6 +571,14 @@ serve (struct backend *be)
   return exit_status;
 }
 
+/* The filters, outermost first, then the plugin. */
+static void
+unload (struct plugin *pl)
+{
+  filters_unload ();
+  plugin_unload (pl);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -585,23 +601,23 @@ main (int argc, char **argv)
   absolute_paths ();
   r = setup_plugin (&pl);
   if (r != 0) {
-    plugin_unload (&pl);
+    unload (&pl);
     return r == 1 ? 0 : 1;
   }
-  if (backend_open (&be, &pl, opt.readonly, opt.serial) == -1) {
+  if (backend_open (&be, filters_wrap (&pl), opt.readonly, opt.serial) == -1) {
     blkgate_error ("cannot open the %s plugin", pl.p.name);
-    plugin_unload (&pl);
+    unload (&pl);
     return 1;
   }
   if (opt.fuse_export_writable && be.dev.readonly) {
     blkgate_error ("--fuse-export-writable: the disk is read-only (%s)",
                    opt.readonly ? "-r" : "the plugin cannot write");
     backend_close (&be);
-    plugin_unload (&pl);
+    unload (&pl);
     return 1;
   }
   r = serve (&be);
   backend_close (&be);
-  plugin_unload (&pl);
+  unload (&pl);
   return r;
 }

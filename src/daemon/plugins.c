@@ -22,8 +22,8 @@
 #include "plugins.h"
 #include "utils.h"
 
-static bool
-valid_name (const char *s)
+bool
+plugin_valid_name (const char *s)
 {
   if (*s == '\0')
     return false;
@@ -36,9 +36,9 @@ valid_name (const char *s)
 
 /* The build tree keeps plugins in plugins/NAME/.libs/ next to src/, or
  * in plugins/PREFIX/.libs/ for a NAME of PREFIX-SUFFIX (plugins/example
- * holds example-sync and example-async). */
+ * holds example-sync and example-async); filters likewise in filters/. */
 static char *
-in_tree_path (const char *file, const char *name)
+in_tree_path (const char *kind, const char *file, const char *name)
 {
   char exe[PATH_MAX];
   ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
@@ -49,19 +49,21 @@ in_tree_path (const char *file, const char *name)
     return NULL;
   exe[n] = '\0';
   dir = g_path_get_dirname (exe);
-  path = g_strdup_printf ("%s/../plugins/%s/.libs/%s", dir, name, file);
+  path = g_strdup_printf ("%s/../%ss/%s/.libs/%s", dir, kind, name, file);
   if (access (path, R_OK) == 0 || strchr (name, '-') == NULL)
     return path;
   g_free (path);
-  return g_strdup_printf ("%s/../plugins/%.*s/.libs/%s", dir,
+  return g_strdup_printf ("%s/../%ss/%.*s/.libs/%s", dir, kind,
                           (int) strcspn (name, "-"), name, file);
 }
 
-static char *
-find_plugin (const char *name)
+char *
+plugin_find (const char *kind, const char *name)
 {
-  g_autofree char *file = g_strdup_printf ("blkgate-%s-plugin.so", name);
-  const char *env = getenv ("BLKGATE_PLUGIN_PATH");
+  bool filter = strcmp (kind, "filter") == 0;
+  g_autofree char *file = g_strdup_printf ("blkgate-%s-%s.so", name, kind);
+  const char *env = getenv (filter ? "BLKGATE_FILTER_PATH"
+                            : "BLKGATE_PLUGIN_PATH");
   char *path;
 
   if (env) {
@@ -73,11 +75,11 @@ find_plugin (const char *name)
       g_free (path);
     }
   }
-  path = in_tree_path (file, name);
+  path = in_tree_path (kind, file, name);
   if (path && access (path, R_OK) == 0)
     return path;
   g_free (path);
-  return g_build_filename (PLUGINDIR, file, NULL);
+  return g_build_filename (filter ? FILTERDIR : PLUGINDIR, file, NULL);
 }
 
 /* Larger _struct_sizes are refused as garbage. */
@@ -112,7 +114,7 @@ check_struct (const struct blkgate_plugin *src, const char *path)
 static int
 check_callbacks (const struct blkgate_plugin *p, const char *path)
 {
-  if (p->name == NULL || !valid_name (p->name)) {
+  if (p->name == NULL || !plugin_valid_name (p->name)) {
     blkgate_error ("%s: plugin has no valid name", path);
     return -1;
   }
@@ -143,8 +145,8 @@ plugin_load (struct plugin *pl, const char *name)
   memset (pl, 0, sizeof *pl);
   if (strchr (name, '/'))
     pl->path = g_strdup (name);
-  else if (valid_name (name))
-    pl->path = find_plugin (name);
+  else if (plugin_valid_name (name))
+    pl->path = plugin_find ("plugin", name);
   else {
     blkgate_error ("invalid plugin name: %s", name);
     return -1;

@@ -15,6 +15,13 @@ struct plugin {
   bool loaded;                  /* load() was called */
 };
 
+/* [a-z0-9_-]+ */
+bool plugin_valid_name (const char *s);
+/* The path of blkgate-NAME-KIND.so (KIND "plugin" or "filter"): in
+ * $BLKGATE_PLUGIN_PATH or $BLKGATE_FILTER_PATH, the build tree, or the
+ * installed directory. */
+char *plugin_find (const char *kind, const char *name);
+
 /* Finds NAME (or a path) and loads it.  -1 after an error message. */
 int plugin_load (struct plugin *pl, const char *name);
 void plugin_unload (struct plugin *pl);

@@ -33,7 +33,7 @@ void stats_request (struct queue_stats *s, const struct blk_req *b, int err,
 void stats_read (const struct queue_stats *s, struct queue_stats *copy);
 
 /* Named plugin counters (blkgate_stat_add in the plugin API). */
-#define STATS_MAX_NAMED 16
+#define STATS_MAX_NAMED 32
 struct stats_named {
   const char *name;
   uint64_t value;
