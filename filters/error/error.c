@@ -159,6 +159,7 @@ static void
 error_unload (void)
 {
   free (error_file);
+  error_file = NULL;    /* a filter loaded twice is unloaded twice */
 }
 
 static void

@@ -79,6 +79,7 @@ static void
 stats_unload (void)
 {
   free (statsfile);
+  statsfile = NULL;    /* a filter loaded twice is unloaded twice */
 }
 
 static uint64_t
