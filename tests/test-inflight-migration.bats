@@ -151,3 +151,45 @@ field() {
   stop_gateway "$src_pid"
   run -0 "$io" "$sockdir/dst.sock" "${check[@]}"
 }
+
+# The delay filter instead of slowfs: the held writes have not started when the queue
+# suspends, so the source cancels them (the filter's aio_cancel) and the destination
+# resubmits them.  Needs no FUSE.
+@test "bits 20+23 behind --filter=delay: the suspend cancels the held writes, the destination writes them" {
+  requires_plugin file
+  truncate -s 64M "$tmp/disk.img"
+  start_gateway --inflight-migration --filter=stats --filter=delay file file="$tmp/disk.img" \
+    wdelay=2s statsfile="$tmp/src.stats"
+  local src_pid=$gateway_pid
+  sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \
+    file file="$tmp/disk.img"
+  mapfile -t args < <(burst)
+  mapfile -t check < <(verify_burst)
+  run -0 "$io" --inflight-migration "$sockdir/gw.sock" "${args[@]}" \
+    -c "migrate $sockdir/dst.sock --msg45 --watch 300" -c wait "${check[@]}"
+  echo "$output"
+  [[ "$output" == *"drained=no"* ]]
+  grep -q "resubmitting" "$gwlog"
+  # The source never wrote them: every write it saw was cancelled before it started.
+  stop_gateway "$src_pid"
+  cat "$tmp/src.stats"
+  [ "$(sed -n 's/^write.ops=//p' "$tmp/src.stats")" = 16 ]
+  [ "$(sed -n 's/^write.errors=//p' "$tmp/src.stats")" = 16 ]
+}
+
+# A failing destination: the resubmitted writes fail there, and the front-end is told so.
+@test "bits 20+23 with a destination behind --filter=error: the resubmitted writes complete with IOERR" {
+  requires_plugin file
+  truncate -s 64M "$tmp/disk.img"
+  start_gateway --inflight-migration --filter=delay file file="$tmp/disk.img" wdelay=2s
+  sock=$sockdir/dst.sock pidfile=$tmp/dst.pid start_gateway --inflight-migration \
+    --filter=error file file="$tmp/disk.img" error-write-rate=1 error=EIO
+  mapfile -t args < <(burst)
+  run -1 "$io" --inflight-migration "$sockdir/gw.sock" "${args[@]}" \
+    -c "migrate $sockdir/dst.sock --msg45 --watch 300" -c wait
+  echo "$output"
+  [[ "$output" == *"drained=no"* ]]
+  [[ "$output" == *"status IOERR"* ]]
+  # The destination still serves reads.
+  run -0 "$io" "$sockdir/dst.sock" -c 'read 0 64k'
+}
