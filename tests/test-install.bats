@@ -33,10 +33,12 @@ setup() {
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   sbindir=$(makevar sbindir)
   plugindir=$(makevar plugindir)
+  filterdir=$(makevar filterdir)
   unitdir=$(makevar systemdsystemunitdir)
   docdir=$(makevar docdir)
   # The installed daemon looks for plugins in $plugindir, not under the staging directory.
   export BLKGATE_PLUGIN_PATH=$root$plugindir
+  export BLKGATE_FILTER_PATH=$root$filterdir
 }
 
 bio() {
@@ -68,9 +70,11 @@ maps_plugin() {
     "$(makevar bindir)/blkgate-io"
     "$(makevar bindir)/blkgate-ctl"
     "$(makevar includedir)/blkgate-plugin.h"
+    "$(makevar includedir)/blkgate-filter.h"
     "$(makevar libdir)/pkgconfig/blkgate-plugin.pc"
     "$mandir/man8/blkgate.8"
     "$mandir/man3/blkgate-plugin.3"
+    "$mandir/man3/blkgate-filter.3"
     "$mandir/man1/blkgate-io.1"
     "$mandir/man1/blkgate-ctl.1"
     "$unitdir/blkgate@.service"
@@ -86,6 +90,9 @@ maps_plugin() {
   )
   for p in "${plugins[@]}"; do
     expected+=("$plugindir/blkgate-$p-plugin.so" "$mandir/man1/blkgate-$p-plugin.1")
+  done
+  for p in delay error stats; do
+    expected+=("$filterdir/blkgate-$p-filter.so" "$mandir/man1/blkgate-$p-filter.1")
   done
   [ -n "$unitdir" ] || { echo "configure was told not to install the unit" >&2; return 1; }
   for f in "${expected[@]}"; do
@@ -151,6 +158,25 @@ maps_plugin() {
       -c 'zero 0 64k' -c 'verify 0 64k -P 0' -c 'verify 64k 64k -S 21'
     stop_gateway
   done
+}
+
+@test "the installed daemon loads the installed filters; a filter builds against the installed header" {
+  requires_plugin memory
+  requires pkg-config cc
+  local pc cflags
+  pc=$root$(makevar libdir)/pkgconfig
+  [ "$(PKG_CONFIG_PATH=$pc pkg-config --variable=filterdir blkgate-plugin)" = "$filterdir" ]
+  run -0 "$root$sbindir/blkgate" --filter=stats --dump-plugin memory
+  [[ "$output" == *"filter_path=$root$filterdir/blkgate-stats-filter.so"* ]]
+  cflags=$(PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$root pkg-config --cflags blkgate-plugin)
+  # shellcheck disable=SC2086  # cflags is a list of options
+  cc -std=gnu11 -Wall -Werror -shared -fPIC $cflags -o "$tmp/my-error.so" \
+    "$top_srcdir/filters/error/error.c"
+  BLKGATE=$root$sbindir/blkgate start_gateway --filter="$tmp/my-error.so" memory size=1M \
+    error-write-rate=1
+  run -0 bio "$sock" -c 'read 0 64k'
+  run -1 bio "$sock" -c 'write 0 64k'
+  [[ "$output" == *"status IOERR"* ]]
 }
 
 @test "the installed vhost-user descriptor names the installed daemon, which follows the back-end conventions" {
