@@ -116,19 +116,22 @@ error_config (blkgate_next_config *next, void *nxdata,
     seeded = true;
     return 0;
   }
-  if (strcmp (key, "error-rate") == 0 || strcmp (key, "error") == 0) {
+  if (strcmp (key, "error-rate") == 0) {
     double r = 0;
+
+    if (parse_rate (key, value, &r) == -1)
+      return -1;
+    for (int op = 0; op < NR_OPS; op++)
+      rate[op] = r;
+    return 0;
+  }
+  if (strcmp (key, "error") == 0) {
     int e = EIO;
 
-    if (key[5] == '-' ? parse_rate (key, value, &r) == -1
-        : parse_errno (key, value, &e) == -1)
+    if (parse_errno (key, value, &e) == -1)
       return -1;
-    for (int op = 0; op < NR_OPS; op++) {
-      if (key[5] == '-')
-        rate[op] = r;
-      else
-        err[op] = e;
-    }
+    for (int op = 0; op < NR_OPS; op++)
+      err[op] = e;
     return 0;
   }
   for (int op = 0; op < NR_OPS; op++) {
