@@ -286,3 +286,66 @@ counted() {
   [ "$(stat "$tmp/stats" write.errors)" = 1 ]
   ! grep -E 'Sanitizer|runtime error' "$gwlog"
 }
+
+# mkfilter NAME SIZE API: a filter built here that counts reads, whose filter_init claims a
+# struct of SIZE bytes (an older, smaller struct) and API version API.
+mkfilter() {
+  cat > "$tmp/$1.c" <<C
+#define BLKGATE_FILTER_API_VERSION 1
+#include <stddef.h>
+#include <blkgate-filter.h>
+static int
+t_preadv (const struct blkgate_next_ops *next, void *nxdata, void *h,
+          const struct iovec *iov, int iovcnt, uint64_t offset, uint32_t flags)
+{
+  blkgate_stat_add ("t-reads", 1);
+  return next->preadv (nxdata, iov, iovcnt, offset, flags);
+}
+static int
+t_aio_preadv (const struct blkgate_next_ops *next, void *nxdata, void *q,
+              const struct iovec *iov, int iovcnt, uint64_t offset, uint32_t flags,
+              struct blkgate_request *req)
+{
+  blkgate_stat_add ("t-reads", 1);
+  return next->aio_preadv (nxdata, iov, iovcnt, offset, flags, req);
+}
+static struct blkgate_filter filter = {
+  .name = "$1", .preadv = t_preadv, .aio_preadv = t_aio_preadv,
+};
+__attribute__ ((visibility ("default"))) struct blkgate_filter *filter_init (void);
+struct blkgate_filter *
+filter_init (void)
+{
+  filter._struct_size = $2;
+  filter._api_version = $3;
+  return &filter;
+}
+C
+  cc -std=gnu11 -Wall -Werror -shared -fPIC -I"$top_srcdir/src" -o "$tmp/$1.so" "$tmp/$1.c"
+}
+
+@test "filter ABI: a smaller struct loads with its missing fields NULL; another API version is refused" {
+  requires cc
+  requires_plugin memory
+  mkfilter full 'sizeof filter' 1
+  mkfilter old 'offsetof (struct blkgate_filter, aio_preadv)' 1
+  mkfilter tiny 8 1
+  mkfilter future 'sizeof filter' 2
+  run -1 "$BLKGATE" --filter="$tmp/tiny.so" --dump-plugin memory
+  [[ "$output" == *"filter struct is too small (8 bytes)"* ]]
+  run -1 "$BLKGATE" --filter="$tmp/future.so" --dump-plugin memory
+  [[ "$output" == *"filter uses API version 2; this blkgate supports version 1"* ]]
+  # The old struct ends before aio_preadv, so over an async plugin (null) reads pass
+  # straight through it, while the full one counts them.
+  requires_plugin null
+  start_gateway --control "$tmp/ctl.sock" --filter="$tmp/old.so" --filter="$tmp/full.so" \
+    null size=1M
+  run -0 bio "$sock" -c 'read 0 4k' -c 'read 4k 4k'
+  [ "$(ctl_stat t-reads)" = 2 ]
+  stop_gateway
+  # Over a sync plugin both see them (preadv is in the old struct).
+  start_gateway --control "$tmp/ctl.sock" --filter="$tmp/old.so" --filter="$tmp/full.so" \
+    memory size=1M
+  run -0 bio "$sock" -c 'read 0 4k' -c 'read 4k 4k'
+  [ "$(ctl_stat t-reads)" = 4 ]
+}
