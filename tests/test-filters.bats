@@ -349,3 +349,34 @@ C
   run -0 bio "$sock" -c 'read 0 4k' -c 'read 4k 4k'
   [ "$(ctl_stat t-reads)" = 4 ]
 }
+
+@test "a filter masks capabilities: no discard and a read-only disk, as the guest sees it" {
+  requires cc
+  requires_plugin null
+  cat > "$tmp/mask.c" <<'C'
+#define BLKGATE_FILTER_API_VERSION 1
+#include <blkgate-filter.h>
+static int
+no (const struct blkgate_next_ops *next, void *nxdata, void *h)
+{
+  return 0;
+}
+static int
+half_queues (const struct blkgate_next_ops *next, void *nxdata, void *h)
+{
+  return 2;
+}
+static struct blkgate_filter filter = {
+  .name = "mask", .can_trim = no, .can_write = no, .max_queues = half_queues,
+};
+BLKGATE_REGISTER_FILTER (filter)
+C
+  cc -std=gnu11 -Wall -Werror -shared -fPIC -I"$top_srcdir/src" -o "$tmp/mask.so" "$tmp/mask.c"
+  start_gateway --filter="$tmp/mask.so" null size=1M
+  run -0 bio "$sock" info
+  [[ "$output" != *DISCARD* ]]
+  [[ "$output" =~ [[:space:]]RO[[:space:]] ]]
+  [[ "$output" =~ queues\ +2$'\n' ]]
+  run -1 bio "$sock" -c 'write 0 4k'
+  run -0 bio "$sock" -c 'read 0 4k'
+}
