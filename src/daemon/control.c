@@ -281,14 +281,13 @@ handle_line (const char *line, size_t len, JsonBuilder *b)
   return run_command (command, o, b);
 }
 
-static void
-reply (struct client *c, const char *line, size_t len)
+char *
+control_reply (const char *line, size_t len)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = NULL;
-  g_autofree char *why = NULL, *text = NULL, *out = NULL;
-  size_t off = 0, n;
+  g_autofree char *why = NULL, *text = NULL;
 
   json_builder_begin_object (b);
   why = handle_line (line, len, b);
@@ -302,8 +301,15 @@ reply (struct client *c, const char *line, size_t len)
   root = json_builder_get_root (b);
   json_generator_set_root (gen, root);
   text = json_generator_to_data (gen, NULL);
-  out = g_strconcat (text, "\n", NULL);
-  n = strlen (out);
+  return g_strconcat (text, "\n", NULL);
+}
+
+static void
+reply (struct client *c, const char *line, size_t len)
+{
+  g_autofree char *out = control_reply (line, len);
+  size_t off = 0, n = strlen (out);
+
   while (off < n) {
     ssize_t w = write (c->fd, out + off, n - off);
     if (w <= 0)
@@ -408,10 +414,10 @@ control_listen (const char *path)
 void
 control_serve (struct backend *be, bool fuse_export)
 {
-  if (ctl.fd < 0)
-    return;
   ctl.be = be;
   ctl.fuse_export = fuse_export;
+  if (ctl.fd < 0)
+    return;
   ctl.watch = g_unix_fd_add (ctl.fd, G_IO_IN, on_accept, NULL);
 }
 
