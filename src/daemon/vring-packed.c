@@ -83,6 +83,11 @@ vring_packed_setup (struct ring *vr, const struct memtable *mem,
     *err = "ring addresses are outside guest memory";
     return -1;
   }
+  if (((uintptr_t) vr->pdesc & 15) || ((uintptr_t) vr->driver_event & 3) ||
+      ((uintptr_t) vr->device_event & 3)) {
+    *err = "ring addresses are misaligned in the memory mapping";
+    return -1;
+  }
   vr->num = num;
   return 0;
 }

@@ -47,6 +47,14 @@ vring_split_setup (struct ring *vr, const struct memtable *mem,
     *err = "ring addresses are outside guest memory";
     return -1;
   }
+  /* A region whose address and mmap offset disagree in their low bits
+   * maps an aligned ring address to a misaligned pointer, and the ring
+   * is read with atomic loads. */
+  if (((uintptr_t) vr->desc & 15) || ((uintptr_t) vr->avail & 1) ||
+      ((uintptr_t) vr->used & 3)) {
+    *err = "ring addresses are misaligned in the memory mapping";
+    return -1;
+  }
   vr->num = num;
   return 0;
 }
