@@ -29,7 +29,7 @@ static GOptionEntry options[] = {
     "The gateway's control socket (default: $BLKGATE_CONTROL)", "PATH" },
   { "prometheus", 0, 0, G_OPTION_ARG_NONE, &prometheus,
     "stats: print the Prometheus text format instead of JSON", NULL },
-  { NULL }
+  { NULL, 0, 0, 0, NULL, NULL, NULL }
 };
 
 static int

@@ -34,7 +34,7 @@ log_to_syslog (bool on)
 
 /* Format the whole line first so that lines from several threads do
  * not interleave on stderr. */
-static void
+static void __attribute__ ((format (printf, 3, 0)))
 log_v (int prio, const char *tag, const char *fmt, va_list ap)
 {
   int saved = errno;

@@ -142,7 +142,7 @@ static const GOptionEntry entries[] = {
     "The socket's mode, in octal (default 0600)", "MODE" },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt.rest,
     NULL, "PLUGIN [KEY=VALUE ...]" },
-  { NULL }
+  { NULL, 0, 0, 0, NULL, NULL, NULL }
 };
 
 static int
