@@ -3,7 +3,8 @@
  *
  * Input: ring size (1 to 128, any), negotiated features, the
  * SET_VRING_BASE word (avail and used positions with wrap counters),
- * the order in which popped buffers complete, then the guest memory
+ * the order in which popped buffers complete, optionally the size of a
+ * dirty log that ring writes go to (feature bit 0x40), then the guest memory
  * image (guest.h): descriptor ring at offset 0, driver event area at
  * 0x800, device event area at 0x810.  Chains are checked against guest
  * memory and the buffer ids in flight. */
@@ -51,9 +52,18 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   struct chain c = { .iov = iov, .gpa = gpa, .max = num + 8 };
   uint16_t ids[2 * 128];
   uint32_t lens[2 * 128];
+  struct dirty_log log = { 0 };
   const char *err;
 
   memset (&vr, 0, sizeof vr);
+  if (feat & 0x40) {            /* migrating: a dirty log of some size */
+    log.size = take_u16 (&in) % 0x9000;
+    log.bitmap = calloc (1, log.size ? log.size : 1);
+    if (log.bitmap == NULL)
+      abort ();
+    vr.log = &log;
+    vr.log_guest_addr = G1 + DEVICE_OFF;
+  }
   guest_init (&g, &in);
   vr.packed = true;
   vr.indirect = feat & 1;
@@ -87,6 +97,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   (void) vring_packed_get_base (&vr);
  out:
+  free (log.bitmap);
   guest_free (&g);
   return 0;
 }

@@ -2,8 +2,10 @@
  * with indirect tables, as the queue thread drives it.
  *
  * Input: ring size (a power of 2 up to 128), negotiated features,
- * SET_VRING_BASE, optionally the three ring addresses, a head for the
- * resubmission walk, then the guest memory image (guest.h): descriptor
+ * SET_VRING_BASE, a head for the resubmission walk, optionally the
+ * three ring addresses (feature bit 0x80) and the size of a dirty log
+ * that used ring writes go to (0x40), then the guest memory image
+ * (guest.h): descriptor
  * table at offset 0, avail ring at 0x800, used ring at 0xa00 unless
  * given.  Every chain popped is checked against guest memory, then
  * completed, as the daemon does. */
@@ -50,12 +52,21 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   struct chain c = { .iov = iov, .gpa = gpa, .max = num + 8 };
   uint16_t heads[2 * 128];
   uint32_t lens[2 * 128];
+  struct dirty_log log = { 0 };
   const char *err;
 
   if (feat & 0x80) {            /* addresses chosen by the input */
     desc = U1 + take_u16 (&in);
     avail = U1 + take_u16 (&in);
     used = U1 + take_u16 (&in);
+  }
+  if (feat & 0x40) {            /* migrating: a dirty log of some size */
+    log.size = take_u16 (&in) % 0x9000;
+    log.bitmap = calloc (1, log.size ? log.size : 1);
+    if (log.bitmap == NULL)
+      abort ();
+    vr.log = &log;
+    vr.log_guest_addr = G1 + USED_OFF;
   }
   guest_init (&g, &in);
   vr.indirect = feat & 1;
@@ -85,6 +96,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   vring_split_publish (&vr);
   vring_split_arm_kick (&vr);
  out:
+  free (log.bitmap);
   guest_free (&g);
   return 0;
 }

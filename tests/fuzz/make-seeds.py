@@ -78,9 +78,10 @@ def blk_hdr(type_, sector=0):
 
 # ---- vring-split: num shift, features, base, head, image ----
 def split_seeds():
-    def seed(name, shift, feat, image, base=0, head=0):
+    def seed(name, shift, feat, image, base=0, head=0, extra=b""):
         write("vring-split", name,
-              struct.pack("<BBHH", shift, feat, base, head) + image.bytes())
+              struct.pack("<BBHH", shift, feat, base, head) + extra +
+              image.bytes())
 
     def avail(im, heads, idx=None):
         im.put(0x800, struct.pack("<HH", 0, len(heads) if idx is None else idx))
@@ -111,6 +112,8 @@ def split_seeds():
     avail(im, [0])
     seed("indirect", 3, 1, im)
     seed("indirect-event-idx", 4, 1 | 2 | 8 | 16, im)
+    # Migrating: used ring writes logged (bitmap covers G1's pages).
+    seed("indirect-logged", 3, 1 | 0x40, im, extra=struct.pack("<H", 0x8100))
 
     im = Image()                        # a loop: refused
     im.put(0, sdesc(G1 + 0x1000, 16, NEXT, 1) + sdesc(G1 + 0x1000, 16, NEXT, 0))
@@ -122,9 +125,10 @@ def split_seeds():
 def packed_seeds():
     base = 0x8000 | 0x8000 << 16        # avail 0 and used 0, wrap counters 1
 
-    def seed(name, num, feat, image, order=0, b=base):
+    def seed(name, num, feat, image, order=0, b=base, extra=b""):
         write("vring-packed", name,
-              struct.pack("<BBIB", num - 1, feat, b, order) + image.bytes())
+              struct.pack("<BBIB", num - 1, feat, b, order) + extra +
+              image.bytes())
 
     av = P_AVAIL                        # available in the first lap
     im = Image()
@@ -145,6 +149,7 @@ def packed_seeds():
     im.put(0x1800, pdesc(G1 + 0x1000, 16, 0, 0) + pdesc(G1 + 0x1100, 512, 0, 0) +
            pdesc(G1 + 0x1300, 1, 0, WRITE))
     seed("indirect", 4, 1, im)
+    seed("indirect-logged", 4, 1 | 0x40, im, extra=struct.pack("<H", 0x8100))
 
     im = Image()                        # wraps: ring of 3, start at slot 2
     im.put(32, pdesc(G1 + 0x1000, 16, 0, av | NEXT))
