@@ -5,7 +5,7 @@
  * payload, maybe truncated, maybe followed by junk.  They go through a
  * socketpair to vu_msg_recv (with the fds as SCM_RIGHTS), then
  * vu_msg_check, as the daemon's main loop does.  Every fd received
- * must be closed again: a leak shows as the process running out. */
+ * must be closed again (check_fd_leak). */
 
 #include <config.h>
 
@@ -74,5 +74,6 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   close (sv[0]);
   close (sv[1]);
+  check_fd_leak ();
   return 0;
 }
