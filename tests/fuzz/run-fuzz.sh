@@ -1,7 +1,8 @@
 #!/bin/bash
 # make fuzz: runs each libFuzzer target for FUZZ_SECONDS (default 60)
 # over a copy of its seed corpus, and prints per target the executions,
-# exec/s, coverage (cov: edges, ft: features) reached and any crash.
+# exec/s, coverage (cov: edges reached, of the edges instrumented in
+# the target; ft: features) and any crash.
 # A crash input is kept as fuzz/crash-TARGET-*; fails if any target
 # crashed.
 #   run-fuzz.sh SRCDIR/fuzz BUILDDIR/fuzz TARGET...
@@ -13,7 +14,7 @@ secs=${FUZZ_SECONDS:-60}
 work=$(mktemp -d "${TMPDIR:-/tmp}/blkgate-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 rc=0
-printf '%-14s %10s %8s %7s %7s  %s\n' target execs exec/s cov ft result
+printf '%-14s %10s %8s %12s %7s  %s\n' target execs exec/s cov/edges ft result
 for t in "$@"; do
   mkdir -p "$work/$t"
   [ -d "$src/corpus/$t" ] && cp "$src/corpus/$t"/* "$work/$t/" 2>/dev/null
@@ -30,13 +31,14 @@ for t in "$@"; do
   last=$(grep -E '^#[0-9]+' "$log" | tail -1)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+  edges=$(sed -n 's/.*(\([0-9]*\) inline 8-bit counters).*/\1/p' "$log" | head -1)
   if [ $status -eq 0 ]; then
     result=ok
   else
     result="CRASH (exit $status): $(ls "$bin"/crash-"$t"-* 2>/dev/null | tr '\n' ' ')see $log"
     rc=1
   fi
-  printf '%-14s %10s %8s %7s %7s  %s\n' "$t" "${execs:-?}" "${speed:-?}" \
-    "${cov:-?}" "${ft:-?}" "$result"
+  printf '%-14s %10s %8s %12s %7s  %s\n' "$t" "${execs:-?}" "${speed:-?}" \
+    "${cov:-?}/${edges:-?}" "${ft:-?}" "$result"
 done
 exit $rc
