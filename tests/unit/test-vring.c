@@ -901,6 +901,41 @@ run (const char *variant, uint64_t u1)
   memtable_free (g.t);
 }
 
+/* A region whose front-end address and mapping disagree in their low
+ * bits (what a front-end gets with an odd mmap_offset): aligned ring
+ * addresses become misaligned pointers, which the atomic ring accesses
+ * must never see.  Found by tests/fuzz/fuzz-device. */
+static void
+test_misaligned_mapping (void)
+{
+  struct vu_mem_region m = { G1, S1 - 16, UINT64_C (0x7f5500000000), 0 };
+  struct memtable *t = memtable_new ();
+  struct ring r;
+  const char *err = NULL;
+  unsigned shift;
+
+  for (shift = 1; shift < 16; shift <<= 1) {
+    int rc;
+    t->n = 0;
+    memtable_add (t, &m, g.m1 + shift, &err);
+    memset (&r, 0, sizeof r);
+    err = NULL;
+    rc = vring_split_setup (&r, t, 16, m.userspace_addr,
+                            m.userspace_addr + AVAIL_OFF,
+                            m.userspace_addr + USED_OFF, &err);
+    ok (rc == -1 && err, "split ring in a mapping misaligned by %u "
+        "refused (%s)", shift, err ? err : "accepted");
+    memset (&r, 0, sizeof r);
+    err = NULL;
+    rc = vring_packed_setup (&r, t, 16, m.userspace_addr,
+                             m.userspace_addr + AVAIL_OFF,
+                             m.userspace_addr + USED_OFF, &err);
+    ok (rc == -1 && err, "packed ring in a mapping misaligned by %u "
+        "refused (%s)", shift, err ? err : "accepted");
+  }
+  memtable_free (t);
+}
+
 int
 main (void)
 {
@@ -912,6 +947,7 @@ main (void)
 
   run ("uva == gpa", G1);
   run ("uva != gpa", UINT64_C (0x7f3400000000));
+  test_misaligned_mapping ();
   free (g.m1);
   free (g.m2);
   return done_testing ();
