@@ -238,10 +238,16 @@ static void publish (struct queue *q);
  * and looks again, so an entry added meanwhile is not missed.
  * Completions are published every PUBLISH_EVERY requests rather than
  * at the end of a long batch, so the driver can reap and refill while
- * this thread goes on: both sides stay busy instead of taking turns. */
+ * this thread goes on: both sides stay busy instead of taking turns.
+ * At most a ring's worth per call: a guest that never stops adding
+ * entries (or whose avail index lies on the used ring, so each
+ * completion looks like a new entry) must not keep the thread from
+ * the front-end's commands, which the main thread waits for.  The
+ * thread loop comes back without sleeping while q->kicked is set. */
 static void
 fetch (struct queue *q)
 {
+  unsigned budget = q->vr.num;
   const char *err;
   int r;
 
@@ -255,6 +261,10 @@ fetch (struct queue *q)
       start_request (q, false);
       if (q->nbatch >= PUBLISH_EVERY)
         publish (q);
+      if (--budget == 0) {
+        q->kicked = true;       /* there may be more: look again soon */
+        return;
+      }
     }
     if (!can_fetch (q) || q->polling || !vring_arm_kick (&q->vr))
       return;
@@ -421,7 +431,8 @@ queue_thread (void *arg)
   while (!q->exit) {
     if (q->poll_max_ns)
       t0 = now_ns ();
-    r = wait_events (q, -1);
+    /* Work left over from a fetch: only look at events. */
+    r = wait_events (q, q->kicked && can_fetch (q) ? 0 : -1);
     if (r == -1)
       break;
     if (r == 1 && q->poll_max_ns)
