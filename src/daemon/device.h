@@ -25,6 +25,7 @@ struct device {
   struct backend *be;
   const struct device_config *cfg;
   int sock;
+  bool seen_message;            /* the front-end has sent a message */
   uint64_t features;            /* acked by the front-end */
   uint64_t protocol_features;
   bool features_set;

@@ -3,7 +3,12 @@
  * One front-end at a time: a vhost-user device has one driver.  A
  * second connection is refused with a log line, and the first keeps
  * working.  A front-end that goes away (QEMU restarting, reconnecting)
- * is normal life: its device state is dropped and we listen on. */
+ * is normal life: its device state is dropped and we listen on.
+ *
+ * The main loop never waits for a front-end: messages are read as
+ * their bytes arrive.  A front-end that sends nothing within
+ * STALL_TIMEOUT of connecting, or stops in the middle of a message for
+ * that long, is dropped, so it cannot hold the only front-end slot. */
 
 #include <config.h>
 
@@ -31,7 +36,11 @@ static struct {
   const struct device_config *cfg;
   struct device *dev;
   guint conn_watch;
+  guint stall_timer;            /* armed while a message is awaited */
+  struct vu_rx rx;              /* the message being received */
 } srv = { .listen_fd = -1 };
+
+#define STALL_TIMEOUT 10        /* seconds */
 
 static int
 fill_addr (struct sockaddr_un *sa, const char *path)
@@ -103,6 +112,10 @@ static void
 close_connection (void)
 {
   srv.conn_watch = 0;
+  if (srv.stall_timer)
+    g_source_remove (srv.stall_timer);
+  srv.stall_timer = 0;
+  vu_rx_reset (&srv.rx);
   close (srv.dev->sock);
   device_free (srv.dev);
   srv.dev = NULL;
@@ -121,23 +134,63 @@ drop_connection (int timeout_ms)
 }
 
 static gboolean
+on_stall (gpointer data)
+{
+  if (srv.rx.got > 0)
+    blkgate_error ("front-end stopped in the middle of a message for %d s: "
+                   "closing the connection", STALL_TIMEOUT);
+  else
+    blkgate_error ("front-end sent no message within %d s of connecting: "
+                   "closing the connection", STALL_TIMEOUT);
+  srv.stall_timer = 0;
+  g_source_remove (srv.conn_watch);
+  close_connection ();
+  return G_SOURCE_REMOVE;
+}
+
+/* The stall timer runs while a message has begun and not ended, and
+ * from the connection until the first message. */
+static void
+update_stall_timer (void)
+{
+  bool waiting = srv.rx.got > 0 || !srv.dev->seen_message;
+
+  if (waiting && srv.stall_timer == 0)
+    srv.stall_timer = g_timeout_add_seconds (STALL_TIMEOUT, on_stall, NULL);
+  else if (!waiting && srv.stall_timer) {
+    g_source_remove (srv.stall_timer);
+    srv.stall_timer = 0;
+  }
+}
+
+static gboolean
 on_message (gint fd, GIOCondition cond, gpointer data)
 {
-  struct vu_msg msg;
   const char *err;
-  int r = vu_msg_recv (fd, &msg, &err);
+  int r = vu_rx_step (fd, &srv.rx, MSG_DONTWAIT, &err);
 
-  if (r == 1 && device_handle (srv.dev, &msg) == 0)
+  if (r == 2) {
+    update_stall_timer ();
     return G_SOURCE_CONTINUE;
-  if (r == 0)
+  }
+  if (r == 1) {
+    srv.dev->seen_message = true;
+    r = device_handle (srv.dev, &srv.rx.msg);
+    vu_rx_reset (&srv.rx);
+    if (r == 0) {
+      update_stall_timer ();
+      return G_SOURCE_CONTINUE;
+    }
+  }
+  else if (r == 0)
     blkgate_info ("front-end disconnected");
-  else if (r == -1)
+  else
     blkgate_error ("front-end connection: %s", err);
   close_connection ();
   return G_SOURCE_REMOVE;
 }
 
-static const struct timeval msg_timeout = { .tv_sec = 10 };
+static const struct timeval send_timeout = { .tv_sec = STALL_TIMEOUT };
 
 /* True when the peer has closed its end (and sent nothing we have not
  * read yet that we would still have to act on). */
@@ -178,12 +231,13 @@ on_accept (gint fd, GIOCondition cond, gpointer data)
     close (c);
     return G_SOURCE_CONTINUE;
   }
-  /* A front-end that stalls mid-message must not stall the main loop. */
-  setsockopt (c, SOL_SOCKET, SO_RCVTIMEO, &msg_timeout, sizeof msg_timeout);
-  setsockopt (c, SOL_SOCKET, SO_SNDTIMEO, &msg_timeout, sizeof msg_timeout);
+  /* A front-end that does not read its replies must not stall the
+   * main loop for ever (reads never wait, see on_message). */
+  setsockopt (c, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
   blkgate_info ("front-end connected");
   srv.conn_watch = g_unix_fd_add (c, G_IO_IN | G_IO_HUP | G_IO_ERR,
                                   on_message, NULL);
+  update_stall_timer ();
   return G_SOURCE_CONTINUE;
 }
 

@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,22 +27,6 @@ vu_msg_close_fds (struct vu_msg *msg)
       msg->fds[i] = -1;
     }
   msg->nfds = 0;
-}
-
-static int
-read_full (int sock, void *buf, size_t len)
-{
-  size_t done = 0;
-
-  while (done < len) {
-    ssize_t r = read (sock, (char *) buf + done, len - done);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return -1;
-    done += r;
-  }
-  return 0;
 }
 
 /* Collects SCM_RIGHTS fds; anything beyond VU_MAX_FDS is closed. */
@@ -69,43 +54,103 @@ take_fds (struct msghdr *mh, struct vu_msg *msg)
   }
 }
 
-int
-vu_msg_recv (int sock, struct vu_msg *msg, const char **err)
+/* Reads what is missing of the header with recvmsg (its fds come with
+ * its bytes).  Returns bytes read, 0 at EOF or -1 (errno set). */
+static ssize_t
+recv_header (int sock, struct vu_rx *rx, int flags)
 {
   char control[CMSG_SPACE (VU_MAX_FDS * sizeof (int))];
-  struct iovec iov = { &msg->hdr, sizeof msg->hdr };
+  struct iovec iov = { (char *) &rx->msg.hdr + rx->got,
+                       sizeof rx->msg.hdr - rx->got };
   struct msghdr mh = {
     .msg_iov = &iov, .msg_iovlen = 1,
     .msg_control = control, .msg_controllen = sizeof control,
   };
-  ssize_t r;
+  ssize_t r = recvmsg (sock, &mh, MSG_CMSG_CLOEXEC | flags);
 
-  msg->nfds = 0;
-  memset (&msg->payload, 0, sizeof msg->payload);
-  do
-    r = recvmsg (sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-  while (r == -1 && errno == EINTR);
-  if (r == 0)
-    return 0;
-  if (r > 0)
-    take_fds (&mh, msg);
-  if (r != sizeof msg->hdr || (mh.msg_flags & MSG_CTRUNC)) {
-    *err = r < 0 ? "recvmsg failed" : "truncated message header";
-    goto fail;
+  if (r > 0) {
+    take_fds (&mh, &rx->msg);
+    if (mh.msg_flags & MSG_CTRUNC) {
+      errno = EMSGSIZE;
+      return -1;
+    }
   }
-  if (msg->hdr.size > sizeof msg->payload) {
-    *err = "message payload too large";
-    goto fail;
+  return r;
+}
+
+/* The payload is read without a control buffer: fds attached to its
+ * bytes are dropped (closed) by the kernel, never received. */
+static ssize_t
+recv_payload (int sock, struct vu_rx *rx, int flags)
+{
+  size_t off = rx->got - sizeof rx->msg.hdr;
+
+  return recv (sock, (char *) &rx->msg.payload + off,
+               rx->msg.hdr.size - off, flags);
+}
+
+void
+vu_rx_reset (struct vu_rx *rx)
+{
+  vu_msg_close_fds (&rx->msg);
+  memset (&rx->msg.hdr, 0, sizeof rx->msg.hdr);
+  memset (&rx->msg.payload, 0, sizeof rx->msg.payload);
+  rx->got = 0;
+}
+
+int
+vu_rx_step (int sock, struct vu_rx *rx, int flags, const char **err)
+{
+  const size_t hsize = sizeof rx->msg.hdr;
+
+  for (;;) {
+    bool in_header = rx->got < hsize;
+    ssize_t r;
+
+    if (!in_header && rx->msg.hdr.size > sizeof rx->msg.payload) {
+      *err = "message payload too large";
+      goto fail;
+    }
+    if (!in_header && rx->got == hsize + rx->msg.hdr.size)
+      return 1;
+    r = in_header ? recv_header (sock, rx, flags)
+                  : recv_payload (sock, rx, flags);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+        (flags & MSG_DONTWAIT))
+      return 2;
+    if (r == 0 && rx->got == 0)
+      return 0;
+    if (r <= 0) {
+      if (r == -1 && errno == EMSGSIZE)
+        *err = "too many file descriptors on a message";
+      else if (r == -1 && rx->got == 0)
+        *err = "recvmsg failed";
+      else
+        *err = in_header ? "truncated message header"
+                         : "truncated message payload";
+      goto fail;
+    }
+    rx->got += r;
   }
-  if (msg->hdr.size && read_full (sock, &msg->payload, msg->hdr.size) == -1) {
-    *err = "truncated message payload";
-    goto fail;
-  }
-  return 1;
 
  fail:
-  vu_msg_close_fds (msg);
+  vu_rx_reset (rx);
   return -1;
+}
+
+int
+vu_msg_recv (int sock, struct vu_msg *msg, const char **err)
+{
+  struct vu_rx rx = { .got = 0 };
+  int r;
+
+  rx.msg.nfds = 0;
+  vu_rx_reset (&rx);
+  r = vu_rx_step (sock, &rx, MSG_WAITALL, err);
+  *msg = rx.msg;
+  return r;
 }
 
 /* Sizes a message type must have: exact, or a range for variable
