@@ -113,8 +113,14 @@ back_to_baseline() {
   [ "$max_rss" -le $((rss + 512 * 1024 + 4 * 1024 * 16)) ]
   [ "$max_fds" -le $((fds + 64)) ]
   back_to_baseline
-  wait_for 10 test "$(status_kb RssAnon)" -le $((anon + 8192))
   echo "after: $(fd_count) fds, VmRSS $(status_kb VmRSS) KiB, RssAnon $(status_kb RssAnon) KiB"
+  # Given back once the front-end is gone (not in an ASan build: its quarantine keeps
+  # freed memory).
+  if ldd "$BLKGATE" 2>/dev/null | grep -q libasan; then
+    echo "ASan build: not checking that the memory was given back"
+  else
+    wait_for 10 test "$(status_kb RssAnon)" -le $((anon + 8192))
+  fi
 }
 
 @test "control socket flood: 3000 connects, idle, half lines and 4 KiB lines: bounded" {
