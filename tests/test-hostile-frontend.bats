@@ -254,3 +254,12 @@ stalled() {
   stalled stall_idle \
     "front-end sent no message within 10 s of connecting: closing the connection"
 }
+
+@test "a front-end that never reads its replies is dropped, not waited for" {
+  # Before, each reply that did not fit waited up to 10 s, the main loop with it.
+  hostile unread_replies
+  cat <<< "$output"
+  logged "GET_FEATURES: the front-end does not read its replies"
+  logged "$(closing GET_FEATURES)"
+  still_serving
+}

@@ -17,6 +17,7 @@ Exit status: 0 when the case ran (whatever the back-end did), 1 when it could no
 import argparse
 import mmap
 import os
+import select
 import socket
 import struct
 import sys
@@ -326,8 +327,30 @@ def stall_idle(c):
     return {"stalled_s": stall_until_closed(c)}
 
 
+def unread_replies(c):
+    """GET_FEATURES as fast as the socket takes them, never reading a reply."""
+    msg = struct.pack("<III", GET_FEATURES, VERSION, 0)
+    c.s.setblocking(False)
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 3:
+        try:
+            c.s.send(msg * 64)
+            sent += 64
+        except BlockingIOError:
+            time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    # Wait for the hang-up without reading what is pending.
+    p = select.poll()
+    p.register(c.s, select.POLLRDHUP)
+    p.poll(120 * 1000)
+    return {"sent": sent, "stalled_s": int(time.monotonic() - start)}
+
+
 def stall_until_closed(c):
     start = time.monotonic()
+    c.s.setblocking(True)
     c.closed(wait=120)
     return int(time.monotonic() - start)
 

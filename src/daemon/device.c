@@ -183,11 +183,27 @@ get_stopped_queue (struct device *dev, uint32_t index, const char *what)
   return q;
 }
 
+/* Replies never wait: a front-end that leaves its replies unread
+ * until the socket is full would otherwise stall the main loop. */
+static int
+send_reply (struct device *dev, const struct vu_msg *msg, const void *payload,
+            uint32_t size, int fd)
+{
+  if (vu_msg_reply (dev->sock, msg, payload, size, fd) == 0)
+    return 0;
+  if (errno == EAGAIN || errno == EWOULDBLOCK)
+    blkgate_error ("%s: the front-end does not read its replies",
+                   vu_request_name (msg->hdr.request));
+  else
+    blkgate_error ("%s: cannot send the reply: %m",
+                   vu_request_name (msg->hdr.request));
+  return -1;
+}
+
 static int
 reply_u64 (struct device *dev, struct vu_msg *msg, uint64_t v)
 {
-  return vu_msg_reply (dev->sock, msg, &v, sizeof v, -1) == 0
-    ? H_REPLIED : H_FAIL;
+  return send_reply (dev, msg, &v, sizeof v, -1) == 0 ? H_REPLIED : H_FAIL;
 }
 
 static int
@@ -522,8 +538,7 @@ h_get_vring_base (struct device *dev, struct vu_msg *msg)
   s.num = suspend ? queue_suspend (q) : queue_stop (q);
   debug ("queue %u: %s, vring base 0x%x", s.index,
          suspend ? "suspended" : "drained", s.num);
-  return vu_msg_reply (dev->sock, msg, &s, sizeof s, -1) == 0
-    ? H_REPLIED : H_FAIL;
+  return send_reply (dev, msg, &s, sizeof s, -1) == 0 ? H_REPLIED : H_FAIL;
 }
 
 /* Kick, call and err fds must be eventfds: anything else (a pipe at
@@ -642,7 +657,7 @@ h_get_config (struct device *dev, struct vu_msg *msg)
   reply.size = c->size;
   reply.flags = 0;
   memcpy (reply.data, space + c->offset, c->size);
-  return vu_msg_reply (dev->sock, msg, &reply, VU_CONFIG_HDR_SIZE + c->size,
+  return send_reply (dev, msg, &reply, VU_CONFIG_HDR_SIZE + c->size,
                        -1) == 0 ? H_REPLIED : H_FAIL;
 }
 
@@ -697,7 +712,7 @@ h_get_inflight_fd (struct device *dev, struct vu_msg *msg)
     return H_FAIL;
   }
   reply.mmap_offset = 0;
-  r = vu_msg_reply (dev->sock, msg, &reply, sizeof reply, fd);
+  r = send_reply (dev, msg, &reply, sizeof reply, fd);
   close (fd);
   return r == 0 ? H_REPLIED : H_FAIL;
 }

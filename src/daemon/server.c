@@ -6,7 +6,8 @@
  * is normal life: its device state is dropped and we listen on.
  *
  * The main loop never waits for a front-end: messages are read as
- * their bytes arrive.  A front-end that sends nothing within
+ * their bytes arrive, and replies are sent without waiting (one that
+ * does not fit means the front-end does not read them: it is dropped).  A front-end that sends nothing within
  * STALL_TIMEOUT of connecting, or stops in the middle of a message for
  * that long, is dropped, so it cannot hold the only front-end slot. */
 
@@ -19,7 +20,6 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <glib.h>
 #include <glib-unix.h>
@@ -190,8 +190,6 @@ on_message (gint fd, GIOCondition cond, gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-static const struct timeval send_timeout = { .tv_sec = STALL_TIMEOUT };
-
 /* True when the peer has closed its end (and sent nothing we have not
  * read yet that we would still have to act on). */
 static bool
@@ -231,9 +229,6 @@ on_accept (gint fd, GIOCondition cond, gpointer data)
     close (c);
     return G_SOURCE_CONTINUE;
   }
-  /* A front-end that does not read its replies must not stall the
-   * main loop for ever (reads never wait, see on_message). */
-  setsockopt (c, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
   blkgate_info ("front-end connected");
   srv.conn_watch = g_unix_fd_add (c, G_IO_IN | G_IO_HUP | G_IO_ERR,
                                   on_message, NULL);

@@ -281,7 +281,9 @@ vu_msg_reply (int sock, const struct vu_msg *msg, const void *payload,
     memcpy (CMSG_DATA (cm), &fd, sizeof fd);
   }
   do
-    r = sendmsg (sock, &mh, MSG_NOSIGNAL);
+    r = sendmsg (sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (r == -1 && errno == EINTR);
+  if (r >= 0 && r != (ssize_t) (sizeof hdr + size))
+    errno = EAGAIN;             /* sent in part: the socket is full */
   return r == (ssize_t) (sizeof hdr + size) ? 0 : -1;
 }

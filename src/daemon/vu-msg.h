@@ -33,7 +33,8 @@ int vu_rx_step (int sock, struct vu_rx *rx, int flags, const char **err);
 int vu_msg_check (const struct vu_msg *msg, const char **err);
 
 /* Sends a reply to msg with size bytes of payload (flags exactly
- * VERSION|REPLY) and up to one fd (-1 for none). */
+ * VERSION|REPLY) and up to one fd (-1 for none).  Never waits: -1 with
+ * errno EAGAIN when the socket cannot take the whole reply now. */
 int vu_msg_reply (int sock, const struct vu_msg *msg, const void *payload,
                   uint32_t size, int fd);
 
