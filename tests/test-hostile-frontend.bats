@@ -122,6 +122,16 @@ closing() {
     "bad SET_LOG_BASE message (6): wrong number of file descriptors for the request"
 }
 
+@test "missing fd: ADD_MEM_REG" {
+  refused missing_fd_add_mem_reg \
+    "bad ADD_MEM_REG message (37): wrong number of file descriptors for the request"
+}
+
+@test "an extra fd: SET_VRING_CALL with the no-fd flag and an fd" {
+  refused nofd_call_with_fd "bad SET_VRING_CALL message (13): vring fd flag and fds disagree" \
+    "$(closing SET_VRING_CALL)"
+}
+
 @test "extra fds on messages that take none are closed at once, not kept till the end" {
   hostile extra_fds
   # With REPLY_ACK the connection stays open, each message acked with a failure, and

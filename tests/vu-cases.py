@@ -191,6 +191,19 @@ def missing_fd_log_base(c):
     c.send(SET_LOG_BASE, struct.pack("<QQ", 4096, 0))
 
 
+def missing_fd_add_mem_reg(c):
+    negotiate(c, PF_MEM_SLOTS)
+    guest_table(c)
+    c.send(ADD_MEM_REG, struct.pack("<Q", 0) + region(2 * GUEST_GPA, 4096, 2 * GUEST_UVA))
+
+
+def nofd_call_with_fd(c):
+    """SET_VRING_CALL that says "no fd" and carries one."""
+    fd = eventfd()
+    c.send(SET_VRING_CALL, struct.pack("<Q", NOFD), [fd])
+    os.close(fd)
+
+
 def mem_table_fewer_fds(c):
     fd = memfd(GUEST_SIZE)
     c.send(SET_MEM_TABLE, mem_table([region(GUEST_GPA, GUEST_SIZE, GUEST_UVA),
