@@ -76,6 +76,7 @@ back_to_baseline() {
   [ "$(grep -c "front-end connected" "$gwlog")" -eq 1 ]
   wait_for 10 grep -q "front-end disconnected" "$gwlog"
   back_to_baseline
+  echo "after: $(fd_count) fds, VmRSS $(status_kb VmRSS) KiB"
 }
 
 @test "a request flood: 4 queues of 1024, all full, slow backend: memory bounded, then freed" {
@@ -141,6 +142,7 @@ back_to_baseline() {
   [ "$(value max_rss_kb)" -le $((rss + 8192)) ]
   grep -q "control: refusing a client: 8 already connected" "$gwlog"
   back_to_baseline
+  echo "after: $(fd_count) fds, VmRSS $(status_kb VmRSS) KiB"
   run -0 "$BLKGATE_CTL" -c "$ctl" stats
   [[ "$output" == *'"ok" : true'* ]]
 }
