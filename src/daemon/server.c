@@ -7,9 +7,10 @@
  *
  * The main loop never waits for a front-end: messages are read as
  * their bytes arrive, and replies are sent without waiting (one that
- * does not fit means the front-end does not read them: it is dropped).  A front-end that sends nothing within
- * STALL_TIMEOUT of connecting, or stops in the middle of a message for
- * that long, is dropped, so it cannot hold the only front-end slot. */
+ * does not fit means the front-end does not read them: it is dropped).
+ * A front-end that sends nothing within STALL_TIMEOUT of connecting, or
+ * stops in the middle of a message for that long, is dropped, so it
+ * cannot hold the only front-end slot. */
 
 #include <config.h>
 
@@ -127,6 +128,9 @@ drop_connection (int timeout_ms)
   if (srv.dev == NULL)
     return true;
   g_source_remove (srv.conn_watch);
+  if (srv.stall_timer)
+    g_source_remove (srv.stall_timer);
+  srv.stall_timer = 0;
   if (!device_quiesce_for_exit (srv.dev, timeout_ms))
     return false;
   close_connection ();
