@@ -636,6 +636,51 @@ test_recv_fds_on_payload (void)
   close (sv[1]);
 }
 
+/* vu_rx_step with MSG_DONTWAIT: a message that arrives in pieces (the
+ * header's first bytes carrying an fd) is assembled across calls that
+ * return 2 while it is incomplete, and never block. */
+static void
+test_rx_pieces (void)
+{
+  struct vu_header h = { VU_SET_VRING_CALL, VU_VERSION, 8 };
+  uint64_t v = 0;
+  struct vu_rx rx;
+  const char *err = NULL;
+  int sv[2], efd, before, r;
+
+  pair (sv);
+  rx.msg.nfds = 0;
+  vu_rx_reset (&rx);
+  efd = eventfd (0, EFD_CLOEXEC);
+  before = count_fds ();
+  is_int (vu_rx_step (sv[1], &rx, MSG_DONTWAIT, &err), 2,
+          "nothing sent: 2, without blocking");
+  ok (send_with_fds (sv[0], &h, 5, &efd, 1) == 0, "sent 5 header bytes with an fd");
+  is_int (vu_rx_step (sv[1], &rx, MSG_DONTWAIT, &err), 2, "5 bytes: 2");
+  is_int (rx.msg.nfds, 1, "the fd is held meanwhile");
+  ok (write (sv[0], (char *) &h + 5, 7) == 7 && write (sv[0], &v, 3) == 3,
+      "sent the rest of the header and 3 payload bytes");
+  is_int (vu_rx_step (sv[1], &rx, MSG_DONTWAIT, &err), 2, "15 bytes: 2");
+  ok (write (sv[0], (char *) &v + 3, 5) == 5, "sent the rest");
+  r = vu_rx_step (sv[1], &rx, MSG_DONTWAIT, &err);
+  is_int (r, 1, "complete: 1 (%s)", r == 1 ? "ok" : err);
+  ok (rx.msg.hdr.request == VU_SET_VRING_CALL && rx.msg.nfds == 1 &&
+      vu_msg_check (&rx.msg, &err) == 0, "the message and its fd");
+  vu_rx_reset (&rx);
+  is_int (count_fds (), before, "vu_rx_reset closed the fd");
+  is_int (vu_rx_step (sv[1], &rx, MSG_DONTWAIT, &err), 2, "then 2 again");
+  /* EOF in the middle of a header: an error, and the fd closed. */
+  ok (send_with_fds (sv[0], &h, 4, &efd, 1) == 0, "4 header bytes with an fd");
+  is_int (vu_rx_step (sv[1], &rx, MSG_DONTWAIT, &err), 2, "4 bytes: 2");
+  close (sv[0]);
+  r = vu_rx_step (sv[1], &rx, MSG_DONTWAIT, &err);
+  ok (r == -1 && strcmp (err, "truncated message header") == 0,
+      "EOF: truncated message header (%s)", r == -1 ? err : "accepted");
+  is_int (count_fds (), before - 1, "and the fd was closed");
+  close (sv[1]);
+  close (efd);
+}
+
 /* ------------------------------------------------------------------ */
 /* vu_msg_reply */
 
@@ -737,6 +782,7 @@ main (void)
   test_recv_normal ();
   test_recv_refused ();
   test_recv_fds_on_payload ();
+  test_rx_pieces ();
   test_reply ();
   return done_testing ();
 }
