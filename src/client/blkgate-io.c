@@ -179,6 +179,10 @@ list_commands (FILE *f)
   fprintf (f, "  bench [--rw MODE] [--bs N] [--iodepth N] [--queues N] "
            "[--time S] [--poll]\n      measure IOPS, bandwidth and "
            "latency (see blkgate-io(1))\n");
+  fprintf (f, "  soak [--time S] [--queues N] [--depth N] [--size BYTES] "
+           "[--seed N]\n       [--max-blocks N] [--read-pct N] "
+           "[--control FIFO] [--image FILE]\n      write and verify "
+           "through crashes and migrations (see blkgate-io(1))\n");
 }
 
 static int
@@ -192,11 +196,14 @@ static const struct command *
 find_command (const char *name)
 {
   static const struct command bench = { "bench", cmd_bench, "", "" };
+  static const struct command soak = { "soak", cmd_soak, "", "" };
   size_t t;
   const struct command *c;
 
   if (strcmp (name, "bench") == 0)
     return &bench;
+  if (strcmp (name, "soak") == 0)
+    return &soak;
   for (t = 0; t < sizeof tables / sizeof tables[0]; t++)
     for (c = tables[t]; c->name; c++)
       if (strcmp (c->name, name) == 0)

@@ -57,6 +57,7 @@ extern const struct command io_commands[];
 extern const struct command fault_commands[];
 extern const struct command state_commands[];
 int cmd_bench (struct session *s, int argc, char **argv);
+int cmd_soak (struct session *s, int argc, char **argv);
 int cmd_bad_chain (struct session *s, int argc, char **argv);
 
 /* fault-cmds.c: forget the guest (rings, aio), connect afresh, and
