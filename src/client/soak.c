@@ -242,7 +242,7 @@ reap_all (struct soak *k)
       n++;
     }
     if (err) {
-      error_count (k, true, "queue %u: %s", q, vuc_error ());
+      error_count (k, true, "%s", vuc_error ());
       return -1;
     }
   }
@@ -415,7 +415,7 @@ wait_some (struct soak *k)
       return 0;
     if (r->hangup || k->s->c.hangup)
       return reconnect (k);
-    error_count (k, true, "queue %u: %s", r->index, vuc_error ());
+    error_count (k, true, "%s", vuc_error ());
     return -1;
   }
   control_poll (k, 5);
@@ -508,6 +508,21 @@ sweep (struct soak *k)
   }
   printf ("soak: read back all %" PRIu64 " blocks through the back-end\n",
           k->nblocks);
+}
+
+/* After a fatal error: what is still in flight may land or not. */
+static void
+abandon (struct soak *k)
+{
+  unsigned i;
+  uint64_t b;
+
+  for (i = 0; i < k->nq * k->depth; i++) {
+    struct sreq *r = &k->reqs[i];
+    if (r->busy && r->write)
+      for (b = 0; b < r->nblk; b++)
+        k->expect[r->blk + b] = UNKNOWN;
+  }
 }
 
 /* Compares the image (the NBD export copied out, or its file). */
@@ -672,6 +687,7 @@ cmd_soak (struct session *s, int argc, char **argv)
                     .ctl = -1, .timeout_ms = s->c.timeout_ms };
   unsigned nq = s->c.nqueues ? s->c.nqueues : 1;
   uint64_t size = 0, mark = vuc_mem_mark (&s->c.mem);
+  unsigned i;
   bool bad;
 
   k.seed = vuc_now_ns () ^ getpid ();
@@ -692,10 +708,14 @@ cmd_soak (struct session *s, int argc, char **argv)
   run_load (&k);
   if (!k.fatal && !k.ended)
     sweep (&k);
-  printf ("soak: drained\n");
-  while (!k.fatal && !k.ended && k.ctl >= 0)
+  if (k.fatal)
+    abandon (&k);
+  printf ("soak: drained%s\n", k.fatal ? " (given up after an error)" : "");
+  /* The image is still worth comparing after an error (a write executed
+   * again shows there); the driver has a minute to copy it. */
+  for (i = 0; !k.ended && k.ctl >= 0 && i < 60; i++)
     control_poll (&k, 1000);
-  if (k.image && !k.fatal)
+  if (k.image)
     check_image (&k, k.image);
   figures (&k);
  out:
