@@ -57,6 +57,7 @@ struct sreq {
 struct figures {
   uint64_t writes, write_bytes, reads, read_bytes;
   uint64_t reconnects, outstanding_at_hangup, overtaken_at_hangup;
+  uint64_t idle_hangups;        /* nothing was in flight */
   uint64_t migrations, skip_drain_migrations;
   uint64_t inflight_at_migration, handed_over;  /* before the stop; after */
   uint64_t max_reconnect_ns, max_stall_ns;
@@ -274,6 +275,7 @@ reconnect (struct soak *k)
   unsigned over = overtaken (k);
 
   k->f.outstanding_at_hangup += k->busy;
+  k->f.idle_hangups += k->busy == 0;
   k->f.overtaken_at_hangup += over;
   while (vuc_reconnect (&s->c, limit - (int) ((vuc_now_ns () - t0) / 1000000))
          == -1) {
@@ -617,6 +619,7 @@ figures (struct soak *k)
           f->outstanding_at_hangup);
   printf ("figure overtaken_at_hangups %" PRIu64 "\n",
           f->overtaken_at_hangup);
+  printf ("figure idle_hangups %" PRIu64 "\n", f->idle_hangups);
   printf ("figure migrations %" PRIu64 "\n", f->migrations);
   printf ("figure skip_drain_migrations %" PRIu64 "\n",
           f->skip_drain_migrations);
