@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # The soak (contrib/soak/soak, README there), shortened: about a minute of random faults (kill
-# -9 of the gateway, nbdkit killed and restarted, migrations with and without skip-drain)
+# -9 of the gateway, nbdkit killed and restarted, migrations with and without skip-drain,
+# the gateway killed while nbdkit is down)
 # under blkgate-io's write-and-verify load on four queues.  The run must lose no acknowledged
 # write and see no unexpected error, and prove something: every kind of fault happened, the
 # kills found requests in flight, some of them overtaken by later ones (completion out of
@@ -42,6 +43,8 @@ run_soak() {
   [ "$(fig 'gateway kills')" -ge 1 ]
   [ "$(fig 'NBD server restarts')" -ge 1 ]
   [ "$(fig migrations)" -ge 1 ]
+  [[ "$output" =~ ,\ ([0-9]+)\ while\ nbdkit\ was\ down ]]
+  [ "${BASH_REMATCH[1]}" -ge 1 ]
   [ "$(fig 'reconnects (front-end)')" -ge 1 ]
   [ "$(fig 'in flight at the kills')" -ge 1 ]
   [ "$(fig 'resubmitted from inflight')" -ge 1 ]
