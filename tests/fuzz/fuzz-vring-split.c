@@ -23,18 +23,9 @@
 static void
 check_chain (const struct guest *g, const struct chain *c)
 {
-  unsigned i;
-
   if (c->nout > c->niov || c->niov > c->max)
     abort ();
-  for (i = 0; i < c->niov; i++) {
-    const uint8_t *p = c->iov[i].iov_base;
-    size_t len = c->iov[i].iov_len;
-    if (len == 0 ||
-        !((p >= g->m1 && p + len <= g->m1 + GUEST_S1) ||
-          (p >= g->m2 && p + len <= g->m2 + GUEST_S2)))
-      abort ();
-  }
+  guest_check_iov (g, c);
 }
 
 int

@@ -14,6 +14,7 @@
 
 #include "fuzz.h"
 #include "memtable.h"
+#include "vring.h"
 
 #define GUEST_S1 0x3000
 #define GUEST_S2 0x1000
@@ -43,6 +44,23 @@ guest_init (struct guest *g, struct input *in)
     abort ();
   take (in, g->m1, GUEST_S1);
   take (in, g->m2, GUEST_S2);
+}
+
+/* Aborts unless every piece of chain C is non-empty and inside guest
+ * memory: what the walkers promise the queue thread. */
+static inline void
+guest_check_iov (const struct guest *g, const struct chain *c)
+{
+  unsigned i;
+
+  for (i = 0; i < c->niov; i++) {
+    const uint8_t *p = c->iov[i].iov_base;
+    size_t len = c->iov[i].iov_len;
+    if (len == 0 ||
+        !((p >= g->m1 && p + len <= g->m1 + GUEST_S1) ||
+          (p >= g->m2 && p + len <= g->m2 + GUEST_S2)))
+      abort ();
+  }
 }
 
 static inline void
