@@ -5,22 +5,11 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 mib=$((1024 * 1024))
 
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
-}
-
-# bio ARGS...: blkgate-io with a short timeout, so that a hung server fails the test.
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
-}
-
-# The sanitizers (an ASan build) print to stderr, which `run` captures with stdout.
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 # start_qsd DRIVER-OPTIONS: qemu-storage-daemon exporting one node on $sockdir/qsd.sock.

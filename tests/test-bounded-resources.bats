@@ -7,7 +7,6 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 : "${BLKGATE_CTL:=$top_builddir/src/blkgate-ctl}"
 vu_flood=$BATS_TEST_DIRNAME/vu-flood.py
 

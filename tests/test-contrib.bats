@@ -9,7 +9,6 @@
 load test_helper
 load contrib-helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 unit=$top_builddir/contrib/systemd/blkgate@.service
 example=$top_srcdir/contrib/systemd/example.conf
 xml=$top_srcdir/contrib/libvirt/vm1.xml
@@ -20,10 +19,6 @@ setup() {
   unit_setup
   [ -f "$unit" ] || { echo "$unit does not exist: run make first" >&2; return 1; }
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 # example_disk: the example's configuration as the test's vm1.conf, and its image (the

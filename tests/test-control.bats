@@ -7,17 +7,12 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 : "${BLKGATE_CTL:=$top_builddir/src/blkgate-ctl}"
 
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_CTL" ] || { echo "$BLKGATE_CTL does not exist: run make first" >&2; return 1; }
   ctl=$tmp/ctl.sock
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 ctl() {

@@ -11,7 +11,8 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
+bio_timeout=10   # seconds, for every blkgate-io call
+
 log_bytes=34816
 
 setup() {
@@ -19,14 +20,6 @@ setup() {
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   requires_plugin memory
   start_gateway memory size=64M
-}
-
-bio() {
-  "$BLKGATE_IO" -t 10 "$@"
-}
-
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 # The checks every test starts from.

@@ -5,15 +5,9 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
-
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 # The examples have no optional dependency: they are always built.

@@ -6,7 +6,6 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 : "${BLKGATE_CTL:=$top_builddir/src/blkgate-ctl}"
 
 setup() {
@@ -22,14 +21,6 @@ requires_filters() {
     [ -n "$(find "$top_builddir/filters/$f" -name '*.so' 2>/dev/null | head -n 1)" ] || {
       echo "the $f filter is not built (make)" >&2; return 1; }
   done
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
-}
-
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 # stat FILE KEY: the value of KEY=VALUE in a stats filter's statsfile.

@@ -6,7 +6,6 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 mib=$((1024 * 1024))
 
 setup() {
@@ -44,11 +43,6 @@ mounted() {
 # unmounted PATH: nothing is (a bare `! mounted` would not fail a test under set -e).
 unmounted() {
   ! mounted "$1"
-}
-
-# bio ARGS...: blkgate-io with a short timeout, so that a hung server fails the test.
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 # hexbytes FILE OFFSET COUNT: COUNT bytes of FILE at OFFSET, in hex.

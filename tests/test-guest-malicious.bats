@@ -12,20 +12,9 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
-
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
-}
-
-# The sanitizers (an ASan build) print to stderr, which `run` captures with stdout.
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 fds() {

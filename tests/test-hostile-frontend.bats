@@ -8,7 +8,6 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 vu_cases=$BATS_TEST_DIRNAME/vu-cases.py
 
 setup() {

@@ -11,21 +11,13 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
+bio_timeout=10   # seconds, for every blkgate-io call
 
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   requires_plugin memory
   start_gateway memory size=64M
-}
-
-bio() {
-  "$BLKGATE_IO" -t 10 "$@"
-}
-
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 # refused MESSAGE LOG-REGEX [BLKGATE-IO OPTIONS --] COMMANDS...: a request, the COMMANDS

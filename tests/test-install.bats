@@ -10,8 +10,6 @@
 load test_helper
 load contrib-helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
-
 # install_into DIR: make install DESTDIR=DIR in the build tree, its output in DIR.log.
 # Run as a child of bats (and of make check): the outer make's job server and flags are
 # not this make's business.
@@ -39,10 +37,6 @@ setup() {
   # The installed daemon looks for plugins in $plugindir, not under the staging directory.
   export BLKGATE_PLUGIN_PATH=$root$plugindir
   export BLKGATE_FILTER_PATH=$root$filterdir
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 # built_plugins: the names of the plugins this build tree has.

@@ -16,18 +16,12 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 mib=$((1024 * 1024))
 
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   requires_plugin nbd
-}
-
-# The sanitizers (an ASan build) print to stderr, which `run` captures with stdout.
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 # now_ms: the wall-clock time in milliseconds.

@@ -11,24 +11,12 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 mib=$((1024 * 1024))
 
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   requires_plugin nbd
-}
-
-# bio ARGS...: blkgate-io with a short timeout, so that a request the plugin holds forever
-# fails the test.
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
-}
-
-# The sanitizers (an ASan build) print to stderr, which `run` captures with stdout.
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 # offers FEATURE: the output of the last `run bio SOCK info` lists FEATURE (a virtio feature

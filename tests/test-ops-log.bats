@@ -9,17 +9,11 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
-
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   syslog=$tmp/syslog.txt
   logsock=$sockdir/log.sock
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 # Syslog priorities as the lines carry them: facility daemon (3), times 8, plus the severity.

@@ -9,8 +9,6 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
-
 setup() {
   blkgate_setup
   pubdir=
@@ -29,10 +27,6 @@ teardown() {
   [ -z "${fx:-}" ] || ! mounted "$fx" || umount -l "$fx"
   [ -z "$pubdir" ] || rm -rf "$pubdir"
   return $rc
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 # make_pubdir: $pubdir, a directory every user may enter (for a socket nobody connects to, and

@@ -7,17 +7,11 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
-
 setup() {
   blkgate_setup
   requires_blkgate
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
   abi=$top_srcdir/tests/abi
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
 }
 
 # build OUT COMPILER [FLAGS...]: the ABI test plugin, as a shared object OUT, with the

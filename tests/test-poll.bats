@@ -8,19 +8,9 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
-
 setup() {
   blkgate_setup
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
-}
-
-bio() {
-  "$BLKGATE_IO" -t 20 "$@"
-}
-
-clean_output() {
-  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
 }
 
 # Writes and reads back on two queues, with idle gaps longer than any polling period.

@@ -36,7 +36,6 @@
 
 load test_helper
 
-: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 write_order=$BATS_TEST_DIRNAME/tools/write-order.py
 blocks=64
 

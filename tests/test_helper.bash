@@ -11,6 +11,7 @@
 # Environment:
 #   BLKGATE            the program under test (default: src/blkgate of the build tree,
 #                      $abs_top_builddir if set, else the source tree)
+#   BLKGATE_IO         the test client, blkgate-io (default: src/blkgate-io beside it)
 #   BLKGATE_GUEST_DIR  where the test guest is built and cached (~/.cache/blkgate-guest)
 #   BLKGATE_TEST_REQUIRE_ALL=1
 #                      a missing dependency or plugin fails the test instead of skipping it
@@ -27,10 +28,24 @@ else
   top_builddir=$top_srcdir
 fi
 : "${BLKGATE:=$top_builddir/src/blkgate}"
+: "${BLKGATE_IO:=$top_builddir/src/blkgate-io}"
 : "${BLKGATE_GUEST_DIR:=$HOME/.cache/blkgate-guest}"
 export BLKGATE BLKGATE_GUEST_DIR
 guest_scripts=$BATS_TEST_DIRNAME/guest
 vu_probe=$BATS_TEST_DIRNAME/vhost-user-probe.py
+
+# bio ARGS...: blkgate-io with a timeout ($bio_timeout seconds, 20 unless the test file sets
+# it), so that a hung server or a request the plugin holds for ever fails the test.
+bio_timeout=20
+bio() {
+  "$BLKGATE_IO" -t "$bio_timeout" "$@"
+}
+
+# clean_output: the last `run` printed no sanitizer report (an ASan build prints to stderr,
+# which `run` captures with stdout).
+clean_output() {
+  [[ "$output" != *Sanitizer* && "$output" != *"runtime error"* ]]
+}
 
 # ---------------------------------------------------------------------------------------------
 # Per-test directory, setup and teardown
