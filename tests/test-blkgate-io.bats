@@ -96,6 +96,31 @@ EOF
   run -0 bio "$sock" verify 8M 64k -i "$tmp/host.bin"
 }
 
+@test "blkgate (file plugin) on tmpfs reads and writes inline: the same bytes as through io_uring" {
+  requires_plugin file
+  [ -d /dev/shm ] || skip "no /dev/shm"
+  local img mode
+  img=$(mktemp /dev/shm/blkgate-test.XXXXXX)
+  echo "$img" > "$tmp/shm-image"    # removed by teardown
+  for mode in auto off; do
+    truncate -s 0 "$img"
+    truncate -s 64M "$img"
+    start_gateway -v file file="$img" inline=$mode
+    run -0 io_sequence "$sock"
+    clean_output
+    # (io_sequence writes new random bytes at 4M each time)
+    { sha256_range "$img" 0 $((4 * mib)); sha256_range "$img" $((5 * mib)) $((4 * mib)); } \
+      > "$tmp/sum.$mode"
+    stop_gateway
+  done
+  # auto chose the queue thread on tmpfs (no RWF_NOWAIT); off kept io_uring.
+  grep -q "inline=on punch" "$gwlog"
+  grep -q "inline=off punch" "$gwlog"
+  cmp "$tmp/sum.auto" "$tmp/sum.off"
+  [ "$(sha256_range "$img" 0 $mib)" = \
+    "$(head -c $mib /dev/zero | tr '\0' '\132' | sha256sum | cut -d' ' -f1)" ]
+}
+
 @test "blkgate (null plugin): reads are zeroes, writes succeed" {
   requires_plugin null
   start_gateway null size=1G
@@ -202,6 +227,7 @@ start_slowfs() {
 teardown() {
   blkgate_teardown
   local rc=$?
+  [ ! -f "$tmp/shm-image" ] || rm -f "$(cat "$tmp/shm-image")"
   if [ -n "${mnt:-}" ] && mountpoint -q "$mnt" 2>/dev/null; then
     fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
   fi

@@ -51,6 +51,7 @@ enum file_direct { FILE_DIRECT_OFF, FILE_DIRECT_ON, FILE_DIRECT_AUTO };
 /* Configuration: written only in config/config_complete. */
 static char *file_path;                        /* file=, made absolute */
 static enum file_direct file_direct = FILE_DIRECT_AUTO; /* direct= */
+static enum file_direct file_inline = FILE_DIRECT_AUTO; /* inline= */
 
 /* Free the configuration at exit. */
 static void
@@ -60,7 +61,25 @@ file_unload (void)
   file_path = NULL;
 }
 
-/* Parse file= (made absolute, since the daemon may chdir) and direct=. */
+/* on|off|auto, for direct= and inline=. */
+static int
+file_parse_tristate (const char *value, enum file_direct *out)
+{
+  int r;
+
+  if (strcmp (value, "auto") == 0) {
+    *out = FILE_DIRECT_AUTO;
+    return 0;
+  }
+  r = blkgate_parse_bool (value);   /* reports its own error */
+  if (r == -1)
+    return -1;
+  *out = r ? FILE_DIRECT_ON : FILE_DIRECT_OFF;
+  return 0;
+}
+
+/* Parse file= (made absolute, since the daemon may chdir), direct= and
+ * inline=. */
 static int
 file_config (const char *key, const char *value)
 {
@@ -72,18 +91,10 @@ file_config (const char *key, const char *value)
       return -1;
     }
   }
-  else if (strcmp (key, "direct") == 0) {
-    int r;
-
-    if (strcmp (value, "auto") == 0) {
-      file_direct = FILE_DIRECT_AUTO;
-      return 0;
-    }
-    r = blkgate_parse_bool (value);   /* reports its own error */
-    if (r == -1)
-      return -1;
-    file_direct = r ? FILE_DIRECT_ON : FILE_DIRECT_OFF;
-  }
+  else if (strcmp (key, "direct") == 0)
+    return file_parse_tristate (value, &file_direct);
+  else if (strcmp (key, "inline") == 0)
+    return file_parse_tristate (value, &file_inline);
   else {
     blkgate_error ("unknown parameter '%s'", key);
     return -1;
@@ -234,6 +245,26 @@ file_probe (struct handle *h)
                beyond, FILE_PROBE_LEN) == 0;
 }
 
+/* inline=auto: a file in memory (tmpfs, ramfs) whose reads and writes
+ * refuse RWF_NOWAIT.  io_uring cannot try those without blocking, so it
+ * hands every one to a worker thread (a wake-up and a context switch
+ * each, on the CPUs the guest needs); done in the queue thread they are
+ * a copy between the page cache and the guest's buffer that never waits
+ * for a disk. */
+static bool
+file_want_inline (const struct handle *h, const struct statfs *sfs)
+{
+  char byte;
+  struct iovec iov = { &byte, 1 };
+
+  if (file_inline != FILE_DIRECT_AUTO)
+    return file_inline == FILE_DIRECT_ON;
+  if (h->is_bdev ||
+      (sfs->f_type != 0x01021994 && sfs->f_type != 0x858458f6)) /* TMPFS, RAMFS */
+    return false;
+  return preadv2 (h->fd, &iov, 1, 0, RWF_NOWAIT) == -1 && errno == EOPNOTSUPP;
+}
+
 /* Close both fds.  Also undoes a half-done file_open. */
 static void
 file_close (void *handle)
@@ -284,12 +315,18 @@ file_open (int readonly)
   if (file_stat (h) == -1 || file_open_direct (h) == -1)
     goto err;
   file_probe (h);
-  if (fstatfs (h->fd, &sfs) == 0 && sfs.f_type == 0x65735546) /* FUSE */
+  if (fstatfs (h->fd, &sfs) == -1) {
+    blkgate_error ("fstatfs: %s: %m", file_path);
+    goto err;
+  }
+  if (sfs.f_type == 0x65735546) /* FUSE */
     blkgate_debug ("file: %s is on a FUSE file system: the fuse plugin "
                    "would survive a restart of its daemon", file_path);
+  h->inline_rw = file_want_inline (h, &sfs);
   blkgate_debug ("file: %s: size=%" PRIi64 " block_size=%d direct=%s "
-                 "punch=%d zero_range=%d discard=%d", file_path, h->size,
-                 h->block_size, h->dfd >= 0 ? "on" : "off", h->can_punch,
+                 "inline=%s punch=%d zero_range=%d discard=%d", file_path,
+                 h->size, h->block_size, h->dfd >= 0 ? "on" : "off",
+                 h->inline_rw ? "on" : "off", h->can_punch,
                  h->can_zero_range, h->can_discard);
   return h;
 
@@ -369,7 +406,9 @@ static struct blkgate_plugin plugin = {
   .config_complete   = file_config_complete,
   .config_help       =
     "file=<FILENAME>     (required) The file or block device to serve.\n"
-    "direct=on|off|auto  Use O_DIRECT (default: auto, if accepted).",
+    "direct=on|off|auto  Use O_DIRECT (default: auto, if accepted).\n"
+    "inline=on|off|auto  Read and write in the queue thread, not io_uring\n"
+    "                    (default: auto, for tmpfs and ramfs files).",
   .magic_config_key  = "file",
   .dump_plugin       = file_dump_plugin,
   .open              = file_open,

@@ -17,6 +17,7 @@ struct handle {
   bool can_punch;       /* FALLOC_FL_PUNCH_HOLE works */
   bool can_zero_range;  /* FALLOC_FL_ZERO_RANGE is worth trying */
   bool can_discard;     /* BLKDISCARD works (block devices) */
+  bool inline_rw;       /* reads and writes are done in the queue thread */
   unsigned mem_align;   /* O_DIRECT buffer alignment */
   unsigned off_align;   /* O_DIRECT offset and length alignment */
   int block_size;

@@ -386,10 +386,11 @@ file_op_fallback (struct file_queue *q, struct file_op *op, int err)
   return false;
 }
 
-/* Handle one CQE: finish the op, or push what is left of it again.
- * A short transfer is never success: the rest is submitted again. */
-static void
-file_op_done (struct file_queue *q, struct file_op *op, int res)
+/* Handle one result (a CQE's, or a syscall's as -errno): finish the op
+ * and return false, or return true when what is left of it must be
+ * done again.  A short transfer is never success. */
+static bool
+file_op_step (struct file_queue *q, struct file_op *op, int res)
 {
   bool rw = op->type == FILE_OP_READ || op->type == FILE_OP_WRITE;
   int err = 0;
@@ -415,10 +416,40 @@ file_op_done (struct file_queue *q, struct file_op *op, int res)
     goto again;
   }
   file_op_finish (q, op, err);
-  return;
+  return false;
 
  again:
-  file_op_push (q, op);
+  return true;
+}
+
+static void
+file_op_done (struct file_queue *q, struct file_op *op, int res)
+{
+  if (file_op_step (q, op, res))
+    file_op_push (q, op);
+}
+
+/* inline_rw (file_want_inline): the read or write is done now, with
+ * preadv2/pwritev2, and completed before this returns.  Only a FUA
+ * write's fallback could turn it into something else, which then goes
+ * through io_uring as usual. */
+static void
+file_op_run_inline (struct file_queue *q, struct file_op *op)
+{
+  for (;;) {
+    ssize_t r;
+
+    if (op->type == FILE_OP_READ)
+      r = preadv2 (op->fd, op->iov, op->iovcnt, op->offset, op->rw_flags);
+    else if (op->type == FILE_OP_WRITE)
+      r = pwritev2 (op->fd, op->iov, op->iovcnt, op->offset, op->rw_flags);
+    else {
+      file_op_push (q, op);
+      return;
+    }
+    if (!file_op_step (q, op, r == -1 ? -errno : (int) r))
+      return;
+  }
 }
 
 /* Reap every CQE.  io_uring_peek_cqe also flushes an overflowed CQ. */
@@ -553,7 +584,10 @@ file_aio_rw (struct file_queue *q, enum file_op_type type,
   op->rw_flags = rw_flags;
   if (file_use_direct (q->h, iov, iovcnt, offset))
     op->fd = q->h->dfd;
-  file_op_push (q, op);
+  if (q->h->inline_rw)
+    file_op_run_inline (q, op);
+  else
+    file_op_push (q, op);
   return 0;
 }
 

@@ -393,13 +393,17 @@ temp_file (const char *dir)
   return path;
 }
 
-/* The file plugin: $TMPDIR with each direct= mode, then /dev/shm
- * (named by a bare path, through the magic key). */
+/* The file plugin: $TMPDIR with each direct= mode and with reads and
+ * writes done inline, then /dev/shm (named by a bare path, through the
+ * magic key), where inline=auto does them inline, and with inline=off
+ * through io_uring. */
 static void
 file_runs (void)
 {
-  const char *dir = getenv ("TMPDIR"), *modes[] = { "auto", "off", "on" };
-  char *path, farg[4096], darg[16];
+  const char *dir = getenv ("TMPDIR");
+  const char *modes[] = { "direct=auto", "direct=off", "direct=on",
+                          "inline=on" };
+  char *path, farg[4096], marg[16], inline_off[] = "inline=off";
   struct stat st;
   int i, fd;
 
@@ -408,10 +412,10 @@ file_runs (void)
   if (!ok ((path = temp_file (dir)) != NULL, "temporary file in %s", dir))
     return;
   snprintf (farg, sizeof farg, "file=%s", path);
-  for (i = 0; i < 3; i++) {
-    char *args[] = { farg, darg };
+  for (i = 0; i < 4; i++) {
+    char *args[] = { farg, marg };
 
-    snprintf (darg, sizeof darg, "direct=%s", modes[i]);
+    snprintf (marg, sizeof marg, "%s", modes[i]);
     fd = i == 2 ? open (path, O_RDONLY | O_DIRECT) : 0;
     if (fd == -1)
       skip ("direct=on", "no O_DIRECT in $TMPDIR");
@@ -424,7 +428,10 @@ file_runs (void)
   free (path);
   if (stat ("/dev/shm", &st) == 0 && S_ISDIR (st.st_mode) &&
       (path = temp_file ("/dev/shm")) != NULL) {
-    fork_run (&path, 1);
+    char *args[] = { path, inline_off };
+
+    fork_run (args, 1);
+    fork_run (args, 2);
     unlink (path);
     free (path);
   }
