@@ -113,40 +113,15 @@ guest_fio='fio --name=w --filename=/dev/vda --rw=randrw --bs=4k --iodepth=64 \
   [[ "$output" != *"dmesg=bad"* ]]
 }
 
-# guest_fio_passed: the guest g finished its fio without an error.  Not under run: the guest
-# is a child of this shell.
-guest_fio_passed() {
-  local status=0
-  guest_wait g || status=$?
-  output=$(cat "$tmp/g.out")
-  echo "$output"
-  [ "$status" -eq 0 ]
-  [[ "$output" == *"fio=0"* ]]
-  [[ "$output" != *"dmesg=bad"* ]]
-}
-
-restart_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 \
-  --ioengine=libaio --direct=1 --size=24M --verify=crc32c --verify_fatal=1 --do_verify=1 \
-  > fio.out 2>&1; s=$?; tail -n 3 fio.out; echo "fio=$s";
-  if dmesg | grep -i -E "I/O error|not a head|blk_update_request|id [0-9]+ is not"; then
-    echo dmesg=bad; fi;
-  [ $s -eq 0 ]'
-
 @test "packed: kill -9 of the gateway under guest I/O: no error, every block verifies" {
   requires_plugin file
   start_slowfs 64M 2000
   start_gateway -v file file="$mnt/disk"
   guest_start g -D ",packed=on" -C ",reconnect=1" -t 400 "$sock" \
-    "echo started; $restart_fio"
+    "echo started; $guest_fio_passes"
   wait_for_log "$tmp/g.log" started 120
 
-  local round
-  for round in 1 2 3 4 5; do
-    sleep "0.$((RANDOM % 9 + 1))"
-    sleep $((1 + RANDOM % 2))
-    kill_gateway KILL
-    start_gateway -v file file="$mnt/disk"
-  done
+  restart_rounds 5 kill -v file file="$mnt/disk"
   guest_fio_passed
   grep -q "started, packed ring" "$gwlog"
   # The restarts really found requests to resubmit (or the test proved nothing).
@@ -158,14 +133,9 @@ restart_fio='fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=3
   start_slowfs 64M 2000
   start_gateway file file="$mnt/disk"
   guest_start g -D ",packed=on" -C ",reconnect=1" -t 400 "$sock" \
-    "echo started; $restart_fio"
+    "echo started; $guest_fio_passes"
   wait_for_log "$tmp/g.log" started 120
 
-  local round
-  for round in 1 2 3; do
-    sleep $((1 + RANDOM % 3))
-    stop_gateway
-    start_gateway file file="$mnt/disk"
-  done
+  restart_rounds 3 term file file="$mnt/disk"
   guest_fio_passed
 }

@@ -474,3 +474,56 @@ random_at() {
 allocated_bytes() {
   echo $(( $(stat -c '%b * %B' "$1") ))
 }
+
+# ---------------------------------------------------------------------------------------------
+# Restarts under a writing guest (test-restart-guest.bats, test-guest-packed.bats)
+
+# The guest writes with fio at iodepth 32 and verifies everything it wrote (crc32c in every
+# block), in passes with a new seed each, so that it is still writing when the last restart
+# comes however fast the machine is (one pass takes a couple of seconds here; a restart
+# needs QEMU's reconnect, 1 s); dmesg must show no I/O error.
+guest_fio_passes='s=0; for pass in 1 2 3 4 5 6 7 8 9 10 11 12; do
+  fio --name=w --filename=/dev/vda --rw=randwrite --bs=4k --iodepth=32 --randseed=$pass \
+    --ioengine=libaio --direct=1 --size=16M --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    > fio.out 2>&1 || { s=$?; break; }; done;
+  tail -n 3 fio.out; echo "passes=$pass fio=$s";
+  if dmesg | grep -i -E "I/O error|not a head|blk_update_request|id [0-9]+ is not"; then echo dmesg=bad; fi;
+  [ $s -eq 0 ]'
+
+# restart_rounds N HOW GATEWAY-ARGS...: N times, once the guest g has connected to the
+# current gateway and had a moment to fill its queue, stop the gateway HOW (kill: SIGKILL;
+# term: SIGTERM) and start a new one with GATEWAY-ARGS.  The restarts come while the guest
+# writes, not by the clock: a guest that is done before a round fails it.
+restart_rounds() {
+  local n=$1 how=$2 round
+  shift 2
+  for ((round = 1; round <= n; round++)); do
+    wait_for 60 connected_at_least "$round" ||
+      { echo "round $round: the guest did not connect to gateway $round" >&2; return 1; }
+    kill -0 "$(cat "$tmp/g.pid")" ||
+      { echo "round $round: the guest has finished already" >&2; return 1; }
+    sleep "0.$((RANDOM % 9 + 1))"
+    if [ "$how" = kill ]; then
+      kill_gateway KILL
+    else
+      stop_gateway
+    fi
+    start_gateway "$@"
+  done
+}
+
+connected_at_least() {
+  [ "$(grep -c "front-end connected" "$gwlog")" -ge "$1" ]
+}
+
+# guest_fio_passed: the guest g finished $guest_fio_passes without an error.  Not under run:
+# the guest is a child of this shell.
+guest_fio_passed() {
+  local status=0
+  guest_wait g || status=$?
+  output=$(cat "$tmp/g.out")
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"fio=0"* ]]
+  [[ "$output" != *"dmesg=bad"* ]]
+}
