@@ -121,6 +121,23 @@ EOF
     "$(head -c $mib /dev/zero | tr '\0' '\132' | sha256sum | cut -d' ' -f1)" ]
 }
 
+@test "file plugin on tmpfs at depth 32, the queue thread the limit: every request completes, data verifies" {
+  requires_plugin file
+  [ -d /dev/shm ] || skip "no /dev/shm"
+  local img
+  img=$(mktemp /dev/shm/blkgate-test.XXXXXX)
+  echo "$img" > "$tmp/shm-image"    # removed by teardown
+  truncate -s 256M "$img"
+  start_gateway file file="$img"
+  # The queue thread is usually the limit here (inline copies): publish() then defers
+  # notifications while requests wait (how often depends on the machine's speed, so it is not
+  # counted).  A notification never sent would leave the bench waiting until bio's timeout.
+  run -0 bio "$sock" bench --rw randrw --bs 4k --iodepth 32 --queues 1 --time 3
+  clean_output
+  [[ "${lines[-1]}" == *" errors=0 "* ]]
+  run -0 bio -Q 2 "$sock" -c 'write 0 8M -S 77' -c 'queue 1' -c 'verify 0 8M -S 77'
+}
+
 @test "blkgate (null plugin): reads are zeroes, writes succeed" {
   requires_plugin null
   start_gateway null size=1G

@@ -59,6 +59,10 @@ struct queue {
   struct inflight_ring ir;
   uint16_t *batch;              /* heads pushed since the last publish */
   unsigned nbatch;
+  bool signal_owed;             /* the driver asked to be notified */
+  bool saturated;               /* rate_busy: this thread is the limit */
+  uint64_t window_ns, idle_ns;  /* rate_busy's window and its idle time */
+  int64_t idle_avg;             /* its idle share, averaged, of 65536 */
   uint16_t *recover;            /* heads to resubmit, oldest first */
   unsigned nrecover, recover_pos;
   unsigned suspended;           /* requests left in flight by a suspend */

@@ -177,6 +177,21 @@ vring_publish (struct ring *vr)
   return vr->packed ? vring_packed_publish (vr) : vring_split_publish (vr);
 }
 
+/* How many entries the guest has made available and this side has
+ * not popped yet: a hint only (the guest writes the index), 0 when it
+ * is out of range.  Packed rings cannot tell without walking them and
+ * say 0. */
+static inline unsigned
+vring_backlog (const struct ring *vr)
+{
+  uint16_t n;
+
+  if (vr->packed)
+    return 0;
+  n = vring_avail_idx (vr) - vr->last_avail_idx;
+  return n <= vr->num ? n : 0;
+}
+
 /* Before sleeping: ask the guest for a kick at the next entry.
  * Returns true if entries arrived meanwhile (so don't sleep). */
 static inline bool
