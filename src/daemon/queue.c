@@ -442,7 +442,9 @@ rate_busy (struct queue *q, uint64_t idle_ns)
 {
   q->idle_ns += idle_ns;
   if (q->round_ns - q->window_ns >= BUSY_WINDOW_NS) {
-    uint64_t frac = (q->idle_ns << 16) / (q->round_ns - q->window_ns);
+    /* The window is at least 1 ms, so its 65536th is at least 15 ns;
+     * no shift of idle_ns that could overflow after days asleep. */
+    uint64_t frac = q->idle_ns / ((q->round_ns - q->window_ns) >> 16);
 
     /* A moving average over about 8 windows, in 1/65536ths. */
     q->idle_avg += ((int64_t) (frac > 65536 ? 65536 : frac) - q->idle_avg) / 8;
