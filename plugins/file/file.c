@@ -46,12 +46,12 @@
 
 #define FILE_PROBE_LEN 4096
 
-enum file_direct { FILE_DIRECT_OFF, FILE_DIRECT_ON, FILE_DIRECT_AUTO };
+enum file_mode { FILE_OFF, FILE_ON, FILE_AUTO };  /* direct=, inline= */
 
 /* Configuration: written only in config/config_complete. */
 static char *file_path;                        /* file=, made absolute */
-static enum file_direct file_direct = FILE_DIRECT_AUTO; /* direct= */
-static enum file_direct file_inline = FILE_DIRECT_AUTO; /* inline= */
+static enum file_mode file_direct = FILE_AUTO; /* direct= */
+static enum file_mode file_inline = FILE_AUTO; /* inline= */
 
 /* Free the configuration at exit. */
 static void
@@ -63,18 +63,18 @@ file_unload (void)
 
 /* on|off|auto, for direct= and inline=. */
 static int
-file_parse_tristate (const char *value, enum file_direct *out)
+file_parse_tristate (const char *value, enum file_mode *out)
 {
   int r;
 
   if (strcmp (value, "auto") == 0) {
-    *out = FILE_DIRECT_AUTO;
+    *out = FILE_AUTO;
     return 0;
   }
   r = blkgate_parse_bool (value);   /* reports its own error */
   if (r == -1)
     return -1;
-  *out = r ? FILE_DIRECT_ON : FILE_DIRECT_OFF;
+  *out = r ? FILE_ON : FILE_OFF;
   return 0;
 }
 
@@ -185,11 +185,11 @@ file_open_direct (struct handle *h)
 {
   int flags = (h->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_DIRECT;
 
-  if (file_direct == FILE_DIRECT_OFF)
+  if (file_direct == FILE_OFF)
     return 0;
   h->dfd = open (file_path, flags);
   if (h->dfd == -1) {
-    if (file_direct == FILE_DIRECT_AUTO && errno == EINVAL) {
+    if (file_direct == FILE_AUTO && errno == EINVAL) {
       blkgate_debug ("file: %s: no O_DIRECT, using the page cache",
                      file_path);
       return 0;
@@ -199,7 +199,7 @@ file_open_direct (struct handle *h)
   }
   file_dio_align (h);
   if (h->off_align > 65536 || h->mem_align == 0) {
-    if (file_direct == FILE_DIRECT_ON) {
+    if (file_direct == FILE_ON) {
       blkgate_error ("%s: O_DIRECT alignment %u is not usable",
                      file_path, h->off_align);
       return -1;
@@ -257,8 +257,8 @@ file_want_inline (const struct handle *h, const struct statfs *sfs)
   char byte;
   struct iovec iov = { &byte, 1 };
 
-  if (file_inline != FILE_DIRECT_AUTO)
-    return file_inline == FILE_DIRECT_ON;
+  if (file_inline != FILE_AUTO)
+    return file_inline == FILE_ON;
   if (h->is_bdev ||
       (sfs->f_type != 0x01021994 && sfs->f_type != 0x858458f6)) /* TMPFS, RAMFS */
     return false;
