@@ -102,6 +102,26 @@ file_queue_free (struct file_queue *q)
   free (q);
 }
 
+/* IORING_SETUP_COOP_TASKRUN (Linux 5.19): a completion from io-wq or
+ * an interrupt is posted through task work in the queue thread, and by
+ * default the kernel interrupts that thread (an IPI) to run it if it is
+ * running in user space.  It never needs to: it enters the kernel every
+ * round (epoll_wait, even with a zero timeout while it spins, and
+ * io_uring_enter), and task work runs on the way out of any system call;
+ * a thread asleep in epoll_wait is still woken.  On a tmpfs file with
+ * inline=off this took the queue thread from 290K to 500K writes a second
+ * (blkgate-io bench, depth 32).  Older kernels refuse the flag. */
+static int
+file_ring_init (struct io_uring *ring)
+{
+  int r = io_uring_queue_init (FILE_RING_ENTRIES, ring,
+                               IORING_SETUP_COOP_TASKRUN);
+
+  if (r == -EINVAL)
+    r = io_uring_queue_init (FILE_RING_ENTRIES, ring, 0);
+  return r;
+}
+
 /* One io_uring per queue, signalling completions on an eventfd. */
 void *
 file_queue_open (void *handle, unsigned queue_index)
@@ -120,7 +140,7 @@ file_queue_open (void *handle, unsigned queue_index)
     blkgate_error ("eventfd: %m");
     goto err;
   }
-  r = io_uring_queue_init (FILE_RING_ENTRIES, &q->ring, 0);
+  r = file_ring_init (&q->ring);
   if (r < 0) {
     errno = -r;
     blkgate_error ("io_uring_queue_init: %m");
