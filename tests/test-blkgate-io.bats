@@ -99,7 +99,7 @@ EOF
 # shm_image SIZE: $img, a new sparse file of SIZE in /dev/shm (tmpfs), removed by teardown.
 shm_image() {
   [ -d /dev/shm ] || missing "no /dev/shm (tmpfs)" || return 1
-  img=$(mktemp /dev/shm/blkgate-test.XXXXXX)
+  img=$(mktemp --tmpdir=/dev/shm)   # mktemp's own template: a unique name
   echo "$img" > "$tmp/shm-image"
   truncate -s "$1" "$img"
 }
