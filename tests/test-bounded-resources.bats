@@ -33,9 +33,7 @@ value() {
 # back_to_baseline [SECONDS]: the gateway holds the fds it held before the flood
 # (waiting up to SECONDS, 10 by default, for it to finish what was in flight).
 back_to_baseline() {
-  wait_for "${1:-10}" test "$(fd_count)" -eq "$fds" ||
-    { echo "the gateway holds $(fd_count) fds, $fds before:" >&2
-      ls -l "/proc/$gateway_pid/fd" >&2; return 1; }
+  fds_back "$gateway_pid" "$fds" "${1:-10}"
 }
 
 @test "3000 connection attempts, many held, some stalled mid-header: refused, the session goes on" {
@@ -79,13 +77,28 @@ back_to_baseline() {
   echo "after: $(fd_count) fds, VmRSS $(status_kb VmRSS) KiB"
 }
 
+# anon_under KIB: the gateway's RssAnon, read now, is at most KIB.
+anon_under() {
+  [ "$(status_kb RssAnon)" -le "$1" ]
+}
+
+# under NAME VALUE BOUND: VALUE <= BOUND, or say which bound broke.
+under() {
+  [ "$2" -le "$3" ] || { echo "$1: $2, above its bound of $3" >&2; return 1; }
+}
+
 @test "a request flood: 4 queues of 1024, all full, slow backend: memory bounded, then freed" {
   requires nbdkit
   requires_plugin nbd
   nbdkit --dump-plugin memory >/dev/null 2>&1 || missing "nbdkit's memory plugin"
   nbdkit --filter=delay null --dump-plugin >/dev/null 2>&1 || missing "nbdkit's delay filter"
   start_nbdkit slow --filter=delay memory 256M rdelay=20ms wdelay=20ms
-  start_gateway --num-queues 4 nbd "$(nbd_uri slow)"
+  # glibc raises its mmap threshold (up to 32 MiB) after the first large free,
+  # after which large blocks come from a heap that calloc clears in full and
+  # free does not shrink.  Start there, so that what is asserted does not hang
+  # on what the process freed before.
+  GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432 \
+    start_gateway --num-queues 4 nbd "$(nbd_uri slow)"
   wait_for_socket "$sock"
   fds=$(fd_count)
   local anon rss
@@ -108,16 +121,15 @@ back_to_baseline() {
   echo "peak: $max_fds fds, VmRSS $max_rss KiB, RssAnon $max_anon KiB"
   echo "(VmRSS counts the guest buffers in flight: 4096 x 64 KiB of the front-end's memory)"
 
-  # The gateway's own memory stays below one copy of the data the rings can hold
+  # The gateway's own memory: the pages the 4096 requests touch in their rings'
+  # arrays (46 MiB measured), below one copy of the data the rings can hold
   # (64 KiB per request): bounded by the rings, never by the guest's appetite.
-  # Measured: 46 MiB on an idle machine, 113 MiB with CI's load beside it (malloc
-  # arenas of the nbd connection threads; where exactly is not pinned down yet).
-  [ "$max_anon" -le $((anon + 4 * 1024 * 64)) ]
+  under "peak RssAnon (KiB)" "$max_anon" $((anon + 4 * 1024 * 64))
   # Guest memory it maps (512 MiB) plus its own.
-  [ "$max_rss" -le $((rss + 512 * 1024 + 4 * 1024 * 64)) ]
-  [ "$max_fds" -le $((fds + 64)) ]
-  # Up to 4096 writes still queued at nbdkit (20 ms each) are finished before the
-  # connection's fds go: that can take longer than 10 s.
+  under "peak VmRSS (KiB)" "$max_rss" $((rss + 512 * 1024 + 4 * 1024 * 64))
+  under "peak fds" "$max_fds" $((fds + 64))
+  # The bench drains its queues before it goes; the gateway then closes the
+  # session's fds (up to 60 s, for a slow machine).
   back_to_baseline 60
   echo "after: $(fd_count) fds, VmRSS $(status_kb VmRSS) KiB, RssAnon $(status_kb RssAnon) KiB"
   # Given back once the front-end is gone (not in an ASan build: its quarantine keeps
@@ -125,7 +137,8 @@ back_to_baseline() {
   if ldd "$BLKGATE" 2>/dev/null | grep -q libasan; then
     echo "ASan build: not checking that the memory was given back"
   else
-    wait_for 10 test "$(status_kb RssAnon)" -le $((anon + 8192))
+    wait_for 10 anon_under $((anon + 8192)) ||
+      under "RssAnon 10 s after the session (KiB)" "$(status_kb RssAnon)" $((anon + 8192))
   fi
 }
 

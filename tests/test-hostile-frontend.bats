@@ -47,9 +47,7 @@ still_serving() {
   alive "$gateway_pid"
   listens "$gateway_pid" "$sock"
   run -0 "$BLKGATE_IO" -t 20 "$sock" -c 'write 0 64k -S 7' -c 'verify 0 64k -S 7'
-  wait_for 10 test "$(fd_count)" -eq "$fds" ||
-    { echo "the gateway holds $(fd_count) fds, $fds before:" >&2
-      ls -l "/proc/$gateway_pid/fd" >&2; return 1; }
+  fds_back "$gateway_pid" "$fds"
   ! new_log | grep -q -E 'Sanitizer|runtime error'
 }
 

@@ -43,9 +43,7 @@ hostile() {
 
   alive "$gateway_pid"
   # Every connection is gone: no fd received from a refused message is kept.
-  wait_for 10 test "$(fd_count "$gateway_pid")" -le "$fds" ||
-    { echo "the gateway holds $(fd_count "$gateway_pid") fds, $fds before:" >&2
-      ls -l "/proc/$gateway_pid/fd" >&2; return 1; }
+  fds_back "$gateway_pid" "$fds"
   # It said why it dropped connections.
   grep -q -E 'error: bad [A-Z_]+ message \([0-9]+\): ' "$gwlog"
   grep -q -E 'error: front-end connection: (message payload too large|truncated message)' "$gwlog"
@@ -71,7 +69,7 @@ hostile() {
   hostile --rounds 150 --scenarios ring-fuzz
 
   alive "$gateway_pid"
-  wait_for 10 test "$(fd_count "$gateway_pid")" -le "$fds"
+  fds_back "$gateway_pid" "$fds"
   grep -q -E 'error: queue [0-9]+: .*: ring stopped until the device is reset' "$gwlog"
 }
 

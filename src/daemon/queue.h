@@ -55,6 +55,9 @@ struct queue {
   struct chain spare;           /* pop target, swapped into reqs[head] */
   struct iovec *iov_mem;
   uint64_t *gpa_mem;
+  void *req_mem;                /* one mapping: reqs, iov_mem, gpa_mem,
+                                 * batch and recover (queue.c) */
+  size_t req_mem_len;
   unsigned inflight;
   struct inflight_ring ir;
   uint16_t *batch;              /* heads pushed since the last publish */
