@@ -16,10 +16,6 @@ setup() {
   requires python3
 }
 
-fd_count() {
-  ls "/proc/$gateway_pid/fd" | wc -l
-}
-
 # status_kb FIELD: FIELD (VmRSS, RssAnon...) of the gateway's /proc status, in KiB.
 status_kb() {
   awk -v f="$1:" '$1 == f { print $2 }' "/proc/$gateway_pid/status"

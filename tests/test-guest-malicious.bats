@@ -17,14 +17,6 @@ setup() {
   [ -x "$BLKGATE_IO" ] || { echo "$BLKGATE_IO does not exist: run make first" >&2; return 1; }
 }
 
-fds() {
-  ls "/proc/$gateway_pid/fd" | wc -l
-}
-
-fds_back_to() {
-  [ "$(fds)" -le "$1" ]
-}
-
 # bad KIND OUTCOME LOG-REGEX [BLKGATE-IO OPTIONS...]: one hostile request against a fresh
 # disk, a 64 MiB memory disk unless $disk says otherwise (a plugin and its arguments).
 # LOG-REGEX is matched against blkgate's log (-v: refused requests are logged at debug level,
@@ -39,7 +31,7 @@ bad() {
   requires_plugin "${disk%% *}"
   # shellcheck disable=SC2086 # $disk is a plugin and its arguments
   start_gateway -v $disk
-  before=$(fds)
+  before=$(fd_count)
 
   run -0 bio "$@" "$sock" bad-chain "$kind" --wait 5000 --expect "$outcome"
   clean_output
@@ -50,8 +42,7 @@ bad() {
     grep -q -E "queue 0: request [0-9]+ refused: $why" "$gwlog"
   fi
   alive "$gateway_pid"
-  wait_for 10 fds_back_to "$before" ||
-    { echo "blkgate holds $(fds) descriptors, $before before" >&2; return 1; }
+  fds_back "$gateway_pid" "$before"
 }
 
 # slow_disk DELAY: a 64 MiB image $tmp/backing.img behind slowfs (tests/tools/slowfs.c) at

@@ -21,10 +21,6 @@ setup() {
   logpos=$(wc -l < "$gwlog")
 }
 
-fd_count() {
-  ls "/proc/$gateway_pid/fd" | wc -l
-}
-
 # new_log: what the gateway logged since the test's setup.
 new_log() {
   tail -n +"$((logpos + 1))" "$gwlog"

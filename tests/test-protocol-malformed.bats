@@ -21,11 +21,6 @@ setup() {
   seed=${BLKGATE_TEST_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 }
 
-# fd_count PID: how many fds PID holds.
-fd_count() {
-  ls "/proc/$1/fd" | wc -l
-}
-
 # hostile ARGS...: runs vu-hostile against the gateway with ARGS (and the test's seed).
 # A failing test shows its output and stderr (the messages of the failing round).
 hostile() {

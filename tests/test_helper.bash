@@ -165,17 +165,22 @@ wait_for() {
   return 1
 }
 
+# fd_count [PID]: how many fds PID (the gateway by default) holds now.
+fd_count() {
+  ls "/proc/${1:-$gateway_pid}/fd" | wc -l
+}
+
 # fds_back PID N [SECONDS]: waits (10 s by default) until PID holds at most N fds,
 # counted afresh each round; on timeout lists them and fails.
 fds_back() {
   wait_for "${3:-10}" fds_at_most "$1" "$2" && return 0
-  echo "pid $1 holds $(ls "/proc/$1/fd" | wc -l) fds after ${3:-10} s, $2 before:" >&2
+  echo "pid $1 holds $(fd_count "$1") fds after ${3:-10} s, $2 before:" >&2
   ls -l "/proc/$1/fd" >&2
   return 1
 }
 
 fds_at_most() {
-  [ "$(ls "/proc/$1/fd" | wc -l)" -le "$2" ]
+  [ "$(fd_count "$1")" -le "$2" ]
 }
 
 # wait_for_socket PATH [SECONDS]
