@@ -243,6 +243,12 @@ command (struct conn *c, struct nreq *r, void *buf, uint64_t len,
   uint32_t fl = 0;
   int64_t cookie = -1;
 
+  /* Counted before the call: once a command is queued libnbd returns its
+   * cookie even if the connection dies right then, and that death runs
+   * command_done inside the call.  Counted after, that early callback
+   * took send_one's hold and settled r while it was still being sent
+   * (seen as a request completed twice when qemu-nbd was killed). */
+  r->parts++;
   switch (r->type) {
   case NREQ_READ:
     cookie = nbd_aio_pread (c->h, buf, len, off, cb, 0);
@@ -264,9 +270,10 @@ command (struct conn *c, struct nreq *r, void *buf, uint64_t len,
     cookie = nbd_aio_zero (c->h, len, off, cb, fl);
     break;
   }
-  if (cookie == -1)
+  if (cookie == -1) {
+    r->parts--;                 /* not queued: no callback will come */
     return -1;
-  r->parts++;
+  }
   return 0;
 }
 
